@@ -1,0 +1,278 @@
+"""Wires the stages together and runs them until a signal.
+
+Data path: receive -> frame -> queue -> parse+encode (transform) -> batch -> ship.
+
+Shutdown is ordered and has a deadline (``shutdown_timeout_s``):
+
+1. stop accepting connections; flush each connection's partial line and close it;
+2. let the consumer take everything left in the queue;
+3. close every open batch and wait for the shipper;
+4. past the deadline, cancel what is still in flight: with the memory queue
+   those lines are lost, and counted and logged as lost.
+
+A second SIGTERM/SIGINT exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aliyun.log.credentials import StaticCredentialsProvider
+
+from . import hostinfo, metrics
+from .batch import Batch, Batcher, Destination, Ticket
+from .config import Config, split_host_port
+from .console import ConsoleSink
+from .deadletter import DeadLetters
+from .parse import build_format_table
+from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
+from .queue import ChunkQueue, MemoryQueue
+from .receive import LineReceiver
+from .ship import PutLogsSink, Shipper, Sink
+from .transform import LineTransformer, Router
+
+log = logging.getLogger("slsfwd")
+
+FORCED_EXIT_CODE = 130
+
+
+@dataclass
+class ShutdownReport:
+    clean: bool
+    unshipped_chunks: int = 0
+    unshipped_bytes: int = 0
+
+
+class Agent:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.hostname = hostinfo.hostname()
+        self.host_ip = config.sls.source_ip if config.sls and config.sls.source_ip else hostinfo.primary_ipv4()
+        self.queue: ChunkQueue = MemoryQueue(config.spool.memory_max_bytes)
+        self.signer: ClockOffsetSigner | None = None
+        self.shipper = Shipper(
+            self._make_sink(),
+            tags=[("__hostname__", self.hostname)],
+            max_in_flight=config.sls.max_in_flight if config.sls else 1,
+            dead_letters=DeadLetters(Path(config.spool.dir) / "dead-letter", config.spool.dead_letter_max_bytes),
+            signer=self.signer,
+        )
+        self.batcher = Batcher(
+            max_logs=config.batch.max_logs,
+            max_bytes=config.batch.max_bytes,
+            linger=config.batch.linger_ms / 1000.0,
+            on_close=self._on_batch_closed,
+            clock=time.monotonic,
+        )
+        self.transformer = LineTransformer(
+            formats=build_format_table({f.version: f.fields for f in config.input.formats}),
+            router=self._make_router(),
+            host_ip=self.host_ip,
+            batcher=self.batcher,
+            clock=time.time,
+        )
+        self.receiver = LineReceiver(
+            self.queue, max_line_bytes=config.input.max_line_bytes, max_connections=config.input.max_connections
+        )
+        self._consumer: asyncio.Task | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._stop = asyncio.Event()
+        self._published = {"parse": {}, "utf8": 0, "time": 0}
+        self.failure: BaseException | None = None
+
+    # -- construction -----------------------------------------------------
+
+    def _make_sink(self) -> Sink:
+        sls = self.config.sls
+        if sls is None:
+            return ConsoleSink()
+        provider = StaticCredentialsProvider(sls.access_key_id, sls.access_key_secret, sls.security_token or None)
+        self.signer = ClockOffsetSigner(provider, sls.auth_version, sls.region)
+        client = PutLogsClient(
+            Endpoint.parse(sls.endpoint),
+            self.signer,
+            timeouts=Timeouts(sls.connect_timeout_s, sls.request_timeout_s),
+            max_connections=sls.max_in_flight * 2,
+            verify_tls=sls.verify_tls,
+            ca_file=sls.ca_file or None,
+        )
+        return PutLogsSink(client)
+
+    def _make_router(self) -> Router:
+        sls = self.config.sls
+        if sls is None:
+            return Router(Destination("console", "console", ""), {})
+        default = Destination(sls.project, sls.logstore, sls.topic)
+        by_tag = {
+            r.tag: Destination(r.project or sls.project, r.logstore, r.topic or sls.topic) for r in self.config.routes
+        }
+        return Router(default, by_tag)
+
+    # -- running ----------------------------------------------------------
+
+    async def start(self) -> None:
+        host, port = split_host_port(self.config.input.listen)
+        await self.receiver.start(host, port)
+        self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="consume")
+        self._consumer.add_done_callback(self._background_done)
+        where = ", ".join(_format_sockname(s.getsockname()) for s in self.receiver.sockets)
+        sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
+        log.info("slsfwd listening on %s, shipping to %s", where, sink)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    def _background_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # No background task may die silently: stop the agent and exit non-zero.
+            log.critical("%s task failed; stopping", task.get_name(), exc_info=exc)
+            self.failure = exc
+            self._stop.set()
+
+    async def _consume(self) -> None:
+        queue = self.queue
+        transformer = self.transformer
+        while True:
+            chunk = await queue.get()
+            ticket = Ticket(chunk.seq, self._on_chunk_done)
+            transformer.process(chunk.payload, chunk.received_at, chunk.peer, ticket)
+            ticket.seal()
+            self._arm_linger()
+            self._publish_transform_stats()
+            if self.shipper.failure is not None:
+                raise RuntimeError("a shipping task failed") from self.shipper.failure
+
+    def _on_chunk_done(self, seq: int) -> None:
+        self.queue.ack(seq)
+        metrics.SPOOL_BYTES.set(self.queue.backlog_bytes)
+        metrics.SPOOL_BACKLOG_CHUNKS.set(self.queue.backlog_chunks)
+
+    def _on_batch_closed(self, batch: Batch) -> None:
+        self.shipper.submit(batch)
+
+    def _arm_linger(self) -> None:
+        if self._linger_timer is not None:
+            return
+        deadline = self.batcher.next_deadline()
+        if deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        # The batcher's clock is time.monotonic, the same clock as the loop's on Linux.
+        self._linger_timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._linger_expired)
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
+        self.batcher.close_expired()
+        self._arm_linger()
+
+    def _publish_transform_stats(self) -> None:
+        stats = self.transformer.stats
+        published = self._published
+        for reason, count in stats.parse_errors.items():
+            seen = published["parse"].get(reason, 0)
+            if count != seen:
+                metrics.PARSE_ERRORS.labels(reason=reason).inc(count - seen)
+                published["parse"][reason] = count
+        if stats.invalid_utf8_lines != published["utf8"]:
+            metrics.REPAIRS.labels(reason="invalid_utf8").inc(stats.invalid_utf8_lines - published["utf8"])
+            published["utf8"] = stats.invalid_utf8_lines
+        if stats.replaced_times != published["time"]:
+            metrics.REPAIRS.labels(reason="time_out_of_range").inc(stats.replaced_times - published["time"])
+            published["time"] = stats.replaced_times
+
+    # -- shutdown ---------------------------------------------------------
+
+    async def shutdown(self) -> ShutdownReport:
+        deadline = time.monotonic() + self.config.shutdown_timeout_s
+        log.info("shutting down: shipping what is held (up to %.0f s)", self.config.shutdown_timeout_s)
+        self.receiver.stop_accepting()
+        self.receiver.close_connections()
+        clean = await self._drain(deadline)
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+        cancelled = await self.shipper.cancel_all()
+        await self.shipper.close()
+        await self.queue.flush()
+        report = ShutdownReport(clean and cancelled == 0, self.queue.backlog_chunks, self.queue.backlog_bytes)
+        if report.unshipped_bytes:
+            lost_lines = self._count_unshipped_lines()
+            metrics.LOST_LINES.labels(reason="shutdown_deadline").inc(lost_lines)
+            log.error(
+                "shutdown deadline reached: %d lines (%d bytes) were not shipped and are lost "
+                "(the memory queue does not survive a restart)", lost_lines, report.unshipped_bytes,
+            )
+        await self.queue.close()
+        return report
+
+    async def _drain(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.queue.unread == 0 and (self._consumer is None or not self._consumer.done()):
+                break
+            await asyncio.sleep(0.01)
+        self.batcher.close_all()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self.shipper.wait_idle(), remaining)
+        except asyncio.TimeoutError:
+            return False
+        return self.queue.backlog_chunks == 0
+
+    def _count_unshipped_lines(self) -> int:
+        return self.queue.unacked_lines()
+
+
+def _format_sockname(name) -> str:
+    if isinstance(name, tuple):
+        host, port = name[0], name[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(name)
+
+
+async def run(config: Config) -> int:
+    """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
+    agent = Agent(config)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            logging.shutdown()
+            os._exit(FORCED_EXIT_CODE)
+        log.info("%s received", signal.Signals(signum).name)
+        agent.request_stop()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await agent.start()
+    except OSError as exc:
+        log.critical("cannot listen on %s: %s", config.input.listen, exc.strerror or exc)
+        return 1
+    await agent.wait_stopped()
+    report = await agent.shutdown()
+    if agent.failure is not None:
+        return 1
+    if report.clean:
+        log.info("stopped cleanly")
+    return 0

@@ -1,0 +1,153 @@
+"""Encoded logs -> LogGroups, one open batch per destination and source.
+
+A batch closes when it holds ``max_logs`` logs, when the next log would take
+it past ``max_bytes`` of raw protobuf, or ``linger`` seconds after its first
+log. Closing hands it to ``on_close`` (the shipper).
+
+Acknowledgement: a queue chunk's lines may land in several batches (they
+can have different tags or sources). Each chunk gets a :class:`Ticket` that
+counts the batches still holding its lines; when the last one is delivered
+and the chunk was fully read, the ticket acknowledges the chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    project: str
+    logstore: str
+    topic: str
+
+
+class Ticket:
+    """Acknowledges one queue chunk once every batch holding its lines is done."""
+
+    __slots__ = ("seq", "lines", "_pending", "_sealed", "_on_done")
+
+    def __init__(self, seq: int, on_done: Callable[[int], None]) -> None:
+        self.seq = seq
+        self.lines = 0
+        self._pending = 0
+        self._sealed = False
+        self._on_done = on_done
+
+    def hold(self) -> None:
+        self._pending += 1
+
+    def release(self) -> None:
+        self._pending -= 1
+        if self._pending == 0 and self._sealed:
+            self._on_done(self.seq)
+
+    def seal(self) -> None:
+        """No more batches will take lines from this chunk."""
+        self._sealed = True
+        if self._pending == 0:
+            self._on_done(self.seq)
+
+
+class Batch:
+    __slots__ = ("dest", "source", "logs", "raw_bytes", "tickets", "opened_at", "_last_ticket")
+
+    def __init__(self, dest: Destination, source: str, opened_at: float) -> None:
+        self.dest = dest
+        self.source = source
+        self.logs: list[bytes] = []
+        self.raw_bytes = 0
+        self.tickets: list[Ticket] = []
+        self.opened_at = opened_at
+        self._last_ticket: Ticket | None = None
+
+    def add(self, log: bytes, ticket: Ticket) -> None:
+        self.logs.append(log)
+        self.raw_bytes += len(log)
+        if ticket is not self._last_ticket:
+            ticket.hold()
+            self.tickets.append(ticket)
+            self._last_ticket = ticket
+
+    def release(self) -> None:
+        """The batch was delivered (or dead-lettered): let its chunks go."""
+        for ticket in self.tickets:
+            ticket.release()
+        self.tickets = []
+
+    def __len__(self) -> int:
+        return len(self.logs)
+
+
+class Batcher:
+    def __init__(
+        self,
+        *,
+        max_logs: int,
+        max_bytes: int,
+        linger: float,
+        on_close: Callable[[Batch], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.max_logs = max_logs
+        self.max_bytes = max_bytes
+        self.linger = linger
+        self._on_close = on_close
+        self._clock = clock
+        self._open: dict[tuple[Destination, str], Batch] = {}
+
+    def add(self, dest: Destination, source: str, log: bytes, ticket: Ticket) -> None:
+        batch = self._open.get((dest, source))
+        if batch is None:
+            batch = self._open_batch(dest, source)
+        elif batch.raw_bytes + len(log) > self.max_bytes:
+            self._close(batch)
+            batch = self._open_batch(dest, source)
+        batch.add(log, ticket)
+        if len(batch.logs) >= self.max_logs or batch.raw_bytes >= self.max_bytes:
+            self._close(batch)
+
+    def batch_for(self, dest: Destination, source: str) -> Batch:
+        """The open batch for a key, for callers that add many logs in a row."""
+        batch = self._open.get((dest, source))
+        return batch if batch is not None else self._open_batch(dest, source)
+
+    def close_if_full(self, batch: Batch, next_log_bytes: int = 0) -> bool:
+        if (
+            len(batch.logs) >= self.max_logs
+            or batch.raw_bytes + next_log_bytes > self.max_bytes
+            and batch.logs
+        ):
+            self._close(batch)
+            return True
+        return False
+
+    def next_deadline(self) -> float | None:
+        if not self._open:
+            return None
+        return min(b.opened_at for b in self._open.values()) + self.linger
+
+    def close_expired(self) -> None:
+        cutoff = self._clock() - self.linger
+        for batch in [b for b in self._open.values() if b.opened_at <= cutoff]:
+            self._close(batch)
+
+    def close_all(self) -> None:
+        for batch in list(self._open.values()):
+            self._close(batch)
+
+    @property
+    def open_logs(self) -> int:
+        return sum(len(b.logs) for b in self._open.values())
+
+    def _open_batch(self, dest: Destination, source: str) -> Batch:
+        batch = Batch(dest, source, self._clock())
+        self._open[(dest, source)] = batch
+        return batch
+
+    def _close(self, batch: Batch) -> None:
+        if self._open.get((batch.dest, batch.source)) is batch:
+            del self._open[(batch.dest, batch.source)]
+        if batch.logs:
+            self._on_close(batch)

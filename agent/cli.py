@@ -1,0 +1,80 @@
+"""Command line: ``slsfwd run | check | version``. No logic of its own.
+
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage,
+130 forced exit on a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slsfwd", description="Logtail-compatible log forwarder to Alibaba Cloud Log Service")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the agent in the foreground (logs to stderr)")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    check = sub.add_parser("check", help="validate the config and exit (0 valid, 2 invalid)")
+    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _load_or_report(path: Path) -> Config | None:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}" if not problem.startswith(str(path)) else problem, file=sys.stderr)
+        return None
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aiohttp and the SDK log per request at INFO/DEBUG: that would feed back through rsyslog.
+    for noisy in ("aiohttp", "aliyun"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(config: Config) -> int:
+    from .app import run  # imported late: `check` and `version` stay fast
+
+    _configure_logging(config.log_level)
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional on platforms without wheels
+        return asyncio.run(run(config))
+    return uvloop.run(run(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"slsfwd {__version__}")
+        return EXIT_OK
+    config = _load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.command == "check":
+        print(f"{args.config}: ok")
+        return EXIT_OK
+    return _run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

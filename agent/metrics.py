@@ -1,0 +1,52 @@
+"""Every metric the agent exports, defined in one place.
+
+Names follow ``slsfwd_<thing>_<unit>[_total]``; labels are low-cardinality
+(reasons and result codes from fixed sets, never peers, tags or messages).
+Drops and repairs are counted with a ``reason``. Hot paths do not touch
+these per line: stages keep plain integer counters and publish them in bulk.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from . import __version__
+
+BUILD_INFO = Gauge("slsfwd_build_info", "Build information", ["version"])
+BUILD_INFO.labels(version=__version__).set(1)
+
+INPUT_CONNECTIONS = Gauge("slsfwd_input_connections", "Open input connections")
+INPUT_LINES = Counter("slsfwd_input_lines_total", "Lines received")
+INPUT_BYTES = Counter("slsfwd_input_bytes_total", "Bytes received")
+INPUT_TRUNCATED = Counter(
+    "slsfwd_input_truncated_lines_total", "Lines cut at input.max_line_bytes (the rest of the line is discarded)"
+)
+INPUT_DISCARDED_BYTES = Counter("slsfwd_input_discarded_bytes_total", "Bytes discarded from over-long lines")
+INPUT_FRAMING_ERRORS = Counter("slsfwd_input_framing_errors_total", "Octet-counting errors (fell back to LF framing)")
+INPUT_PAUSED_SECONDS = Counter(
+    "slsfwd_input_backpressure_seconds_total", "Time input sockets were paused because the queue was full"
+)
+
+PARSE_ERRORS = Counter("slsfwd_parse_errors_total", "Lines that did not parse (shipped whole as msg)", ["reason"])
+REPAIRS = Counter("slsfwd_parse_repairs_total", "Lines repaired before shipping", ["reason"])
+
+SPOOL_BYTES = Gauge("slsfwd_spool_bytes", "Bytes received and not yet acknowledged by the service")
+SPOOL_BACKLOG_CHUNKS = Gauge("slsfwd_spool_backlog_chunks", "Queue records not yet acknowledged")
+
+SHIPPED_LOGS = Counter("slsfwd_shipped_logs_total", "Logs acknowledged by the service")
+SHIPPED_BYTES = Counter("slsfwd_shipped_bytes_total", "Bytes shipped", ["stage"])
+SHIP_REQUESTS = Counter("slsfwd_ship_requests_total", "PutLogs requests by result", ["result"])
+SHIP_RETRIES = Counter("slsfwd_ship_retries_total", "Retries by error action", ["reason"])
+SHIP_LATENCY = Histogram(
+    "slsfwd_ship_latency_seconds",
+    "PutLogs request latency",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SHIP_BLOCKED = Gauge(
+    "slsfwd_ship_blocked", "1 while shipping is refused for a credential or configuration reason", ["reason"]
+)
+REPAIRED_LOGS = Counter("slsfwd_ship_repaired_logs_total", "Logs repaired after the service rejected them", ["reason"])
+DEAD_LETTER_LOGS = Counter("slsfwd_dead_letter_logs_total", "Logs rejected for good and dead-lettered", ["reason"])
+LOST_LINES = Counter(
+    "slsfwd_lost_lines_total", "Lines the agent could not keep (memory queue at shutdown)", ["reason"]
+)

@@ -1,0 +1,201 @@
+"""The PutLogs API over HTTP: endpoint, signing and one request.
+
+Signing is the SDK's (``aliyun.log.auth.make_auth(...).sign_request``); the
+only thing added is a clock offset, so that after ``RequestTimeExpired`` the
+agent can sign with the service's idea of the time instead of a skewed local
+clock. One call of :meth:`PutLogsClient.put` is one attempt: it returns on
+200 and raises :class:`~agent.errors.ShipError` otherwise. Retrying is the
+shipper's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import ssl
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+import aiohttp
+from aliyun.log.auth import AUTH_VERSION_4, AuthV1, AuthV4
+from aliyun.log.credentials import CredentialsProvider
+
+from . import __version__
+from .batch import Destination
+from .errors import BAD_RESPONSE, NETWORK_ERROR, ShipError
+
+API_VERSION = "0.6.0"
+USER_AGENT = f"slsfwd/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """``host``, ``host:port`` or ``scheme://host[:port]`` from ``sls.endpoint``."""
+
+    scheme: str
+    host: str
+    port: int
+    authority: str  # host[:port] as written: what follows "{project}." in the Host header
+
+    @classmethod
+    def parse(cls, text: str) -> "Endpoint":
+        if "://" not in text:
+            text = "http://" + text
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) endpoint: {text!r}")
+        if parts.path not in ("", "/"):
+            raise ValueError(f"endpoint must not have a path: {text!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, parts.netloc)
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+            return True
+        except ValueError:
+            return False
+
+    def base_url(self, project: str) -> str:
+        """Where to connect: the project's virtual host, or the IP itself."""
+        host = self.host if self.is_ip else f"{project}.{self.host}"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{self.scheme}://{host}:{self.port}"
+
+    def host_header(self, project: str) -> str:
+        return f"{project}.{self.authority}"
+
+
+class ClockOffsetSigner:
+    """The SDK's signer, told what time the service thinks it is."""
+
+    def __init__(self, provider: CredentialsProvider, auth_version: str, region: str) -> None:
+        self.offset_s = 0.0
+        self._auth_version = auth_version
+        if auth_version == AUTH_VERSION_4:
+            self._v4 = AuthV4(provider, region)
+        else:
+            self._v1 = AuthV1(provider)
+            # The SDK formats Date itself from utcnow(); give it the corrected time.
+            self._v1._getGMT = self._gmt  # type: ignore[method-assign]
+
+    def _now(self) -> datetime:
+        return datetime.now(timezone.utc) + timedelta(seconds=self.offset_s)
+
+    def _gmt(self) -> str:
+        return self._now().strftime("%a, %d %b %Y %H:%M:%S GMT")
+
+    def sign(self, method: str, resource: str, headers: dict[str, str], body: bytes) -> None:
+        if self._auth_version == AUTH_VERSION_4:
+            stamp = self._now().strftime("%Y%m%dT%H%M%SZ")
+            headers["Authorization"] = self._v4._do_sign_request(method, resource, {}, headers, body, stamp)
+        else:
+            self._v1.sign_request(method, resource, {}, headers, body)
+
+    def correct_from(self, server_date: str | None) -> bool:
+        """Adopt the offset to the service's ``Date`` header; False if unusable."""
+        if not server_date:
+            return False
+        try:
+            server = parsedate_to_datetime(server_date).timestamp()
+        except (TypeError, ValueError):
+            return False
+        self.offset_s = server - time.time()
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_s: float = 5.0
+    request_s: float = 30.0
+
+
+class PutLogsClient:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        signer: ClockOffsetSigner,
+        *,
+        timeouts: Timeouts = Timeouts(),
+        max_connections: int = 8,
+        verify_tls: bool = True,
+        ca_file: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.signer = signer
+        self._timeouts = timeouts
+        self._max_connections = max_connections
+        self._ssl: ssl.SSLContext | bool = False
+        if endpoint.scheme == "https":
+            self._ssl = ssl.create_default_context(cafile=ca_file) if verify_tls else False
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections, ssl=self._ssl, ttl_dns_cache=60, enable_cleanup_closed=True
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=self._timeouts.request_s,
+                sock_connect=self._timeouts.connect_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, skip_auto_headers=("User-Agent", "Content-Type")
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def put(self, dest: Destination, body: bytes, raw_size: int) -> None:
+        resource = f"/logstores/{dest.logstore}/shards/lb"
+        headers = {
+            "Host": self.endpoint.host_header(dest.project),
+            "Content-Type": "application/x-protobuf",
+            "Content-Length": str(len(body)),
+            "x-log-apiversion": API_VERSION,
+            "x-log-bodyrawsize": str(raw_size),
+            "x-log-compresstype": "lz4",
+            "User-Agent": USER_AGENT,
+        }
+        self.signer.sign("POST", resource, headers, body)
+        url = self.endpoint.base_url(dest.project) + resource
+        try:
+            async with self._client().post(url, data=body, headers=headers) as response:
+                payload = await response.read()
+                if response.status == 200:
+                    return
+                raise _error_from_response(response.status, payload, response.headers)
+        except ShipError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise ShipError(NETWORK_ERROR, _describe(exc)) from None
+
+
+def _error_from_response(status: int, payload: bytes, headers) -> ShipError:
+    request_id = headers.get("x-log-requestid", "")
+    server_date = headers.get("Date")
+    try:
+        doc = json.loads(payload)
+        code = str(doc["errorCode"])
+        message = str(doc.get("errorMessage", ""))[:300]
+    except (ValueError, KeyError, TypeError):
+        return ShipError(
+            BAD_RESPONSE, f"HTTP {status}, unreadable body", status=status, request_id=request_id, server_date=server_date
+        )
+    return ShipError(code, message, status=status, request_id=request_id, server_date=server_date)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:300]

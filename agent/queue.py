@@ -1,0 +1,133 @@
+"""The queue between receiving and shipping.
+
+The receiver appends :class:`Chunk` objects (the complete lines of one read,
+with their receive time and peer). The shipping side takes them in order and
+acknowledges each one once every log in it was accepted by the service (or
+dead-lettered). A chunk that is taken but never acknowledged is handed out
+again after a restart, so delivery is at-least-once.
+
+:class:`ChunkQueue` is the interface; :class:`MemoryQueue` implements it in
+memory, and the disk spool (``agent.spool``) implements it durably.
+
+Appending never fails and never blocks, because the bytes are already read
+from a socket; instead the queue reports ``writable`` and the receiver stops
+reading its sockets while it is not (backpressure reaches rsyslog, which
+queues on its side).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import NamedTuple, Protocol
+
+
+class Chunk(NamedTuple):
+    seq: int  # position in the queue; acknowledgement names it
+    received_at: int  # unix seconds when the bytes were read
+    peer: str  # the TCP peer's address ("" if unknown)
+    payload: bytes  # complete lines, each terminated by LF
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+class ChunkQueue(Protocol):
+    def append(self, received_at: int, peer: str, payload: bytes) -> None: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    async def wait_writable(self) -> None: ...
+
+    async def get(self) -> Chunk: ...
+
+    def ack(self, seq: int) -> None: ...
+
+    @property
+    def backlog_bytes(self) -> int: ...
+
+    @property
+    def backlog_chunks(self) -> int: ...
+
+    @property
+    def unread(self) -> int:
+        """Chunks appended but not yet taken by :meth:`get`."""
+        ...
+
+    def unacked_lines(self) -> int: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryQueue:
+    """Bounded in-memory queue. Data is lost on a crash: use the disk spool."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._ready: collections.deque[Chunk] = collections.deque()
+        self._unacked: dict[int, tuple[int, int]] = {}  # seq -> (bytes, lines), taken or not
+        self._unacked_lines = 0
+        self._bytes = 0
+        self._next_seq = 0
+        self._has_data = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+
+    def append(self, received_at: int, peer: str, payload: bytes) -> None:
+        chunk = Chunk(self._next_seq, received_at, peer, payload)
+        self._next_seq += 1
+        self._ready.append(chunk)
+        lines = payload.count(b"\n")
+        self._unacked[chunk.seq] = (chunk.size, lines)
+        self._bytes += chunk.size
+        self._unacked_lines += lines
+        self._has_data.set()
+        if self._bytes >= self.max_bytes:
+            self._has_room.clear()
+
+    @property
+    def writable(self) -> bool:
+        return self._bytes < self.max_bytes
+
+    async def wait_writable(self) -> None:
+        await self._has_room.wait()
+
+    async def get(self) -> Chunk:
+        while not self._ready:
+            self._has_data.clear()
+            await self._has_data.wait()
+        return self._ready.popleft()
+
+    def ack(self, seq: int) -> None:
+        entry = self._unacked.pop(seq, None)
+        if entry is None:
+            return
+        self._bytes -= entry[0]
+        self._unacked_lines -= entry[1]
+        if self._bytes < self.max_bytes:
+            self._has_room.set()
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def backlog_chunks(self) -> int:
+        return len(self._unacked)
+
+    @property
+    def unread(self) -> int:
+        return len(self._ready)
+
+    def unacked_lines(self) -> int:
+        return self._unacked_lines
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

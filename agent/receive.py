@@ -1,0 +1,198 @@
+"""TCP input: rsyslog's connections -> framed chunks in the queue.
+
+One :class:`asyncio.Protocol` per connection (callbacks are cheaper than
+streams: no task and no await per read). Each read is framed at once and its
+complete lines are appended to the queue as one chunk.
+
+Backpressure: when the queue is not writable, every connection stops
+reading (``pause_reading``), so the kernel's buffers fill and rsyslog queues
+on its side; reading resumes when the queue has room again. Memory per
+connection is bounded by the framer (``input.max_line_bytes``), and the
+number of connections by ``input.max_connections``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Callable
+
+from . import metrics
+from .framing import FramerStats, LineFramer
+from .queue import ChunkQueue
+from .selflog import RateLimitedLog
+
+log = logging.getLogger("slsfwd.receive")
+
+
+class LineReceiver:
+    def __init__(
+        self,
+        queue: ChunkQueue,
+        *,
+        max_line_bytes: int,
+        max_connections: int,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.max_line_bytes = max_line_bytes
+        self.max_connections = max_connections
+        self._clock = clock
+        self._server: asyncio.AbstractServer | None = None
+        self._connections: set[_Connection] = set()
+        self._paused_since: float | None = None
+        self._resume_task: asyncio.Task | None = None
+        self._limit_log = RateLimitedLog(log, interval_s=60.0)
+        self._truncation_log = RateLimitedLog(log, interval_s=60.0)
+        self.lines = 0
+        self.bytes = 0
+
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return list(self._server.sockets) if self._server else []
+
+    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        if sock is not None:
+            self._server = await loop.create_server(self._make_protocol, sock=sock)
+        else:
+            self._server = await loop.create_server(self._make_protocol, host, port, reuse_address=True, backlog=1024)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def close_connections(self) -> None:
+        """Flush every connection's partial line into the queue and close it."""
+        for conn in list(self._connections):
+            conn.flush_and_close()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- connection bookkeeping ------------------------------------------
+
+    def _make_protocol(self) -> "_Connection":
+        return _Connection(self)
+
+    def _opened(self, conn: "_Connection") -> bool:
+        if len(self._connections) >= self.max_connections:
+            self._limit_log.warning(
+                "refusing a connection from %s: input.max_connections (%d) reached", conn.peer, self.max_connections
+            )
+            return False
+        self._connections.add(conn)
+        metrics.INPUT_CONNECTIONS.set(len(self._connections))
+        if self._paused_since is not None:
+            conn.pause()
+        return True
+
+    def _closed(self, conn: "_Connection") -> None:
+        self._connections.discard(conn)
+        metrics.INPUT_CONNECTIONS.set(len(self._connections))
+
+    def _deliver(self, peer: str, lines: bytes, stats: FramerStats) -> None:
+        """Append a connection's complete lines; pause everyone if the queue filled."""
+        count = lines.count(b"\n")
+        self.lines += count
+        metrics.INPUT_LINES.inc(count)
+        self.queue.append(int(self._clock()), peer, lines)
+        if not self.queue.writable and self._paused_since is None:
+            self._pause_all()
+
+    def _count(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        metrics.INPUT_BYTES.inc(nbytes)
+
+    def _report_framer(self, peer: str, stats: FramerStats, before: tuple[int, int, int]) -> None:
+        truncated, discarded, framing = before
+        if stats.truncated_lines > truncated:
+            metrics.INPUT_TRUNCATED.inc(stats.truncated_lines - truncated)
+            metrics.INPUT_DISCARDED_BYTES.inc(stats.discarded_bytes - discarded)
+            self._truncation_log.warning(
+                "line from %s longer than input.max_line_bytes (%d): cut there, the rest discarded",
+                peer, self.max_line_bytes,
+            )
+        elif stats.discarded_bytes > discarded:
+            metrics.INPUT_DISCARDED_BYTES.inc(stats.discarded_bytes - discarded)
+        if stats.framing_errors > framing:
+            metrics.INPUT_FRAMING_ERRORS.inc(stats.framing_errors - framing)
+            self._truncation_log.warning("octet-counting error from %s: reading LF-framed lines instead", peer)
+
+    # -- backpressure -----------------------------------------------------
+
+    def _pause_all(self) -> None:
+        self._paused_since = time.monotonic()
+        for conn in self._connections:
+            conn.pause()
+        self._resume_task = asyncio.get_running_loop().create_task(self._resume_when_writable())
+        log.debug("queue full: paused %d connections", len(self._connections))
+
+    async def _resume_when_writable(self) -> None:
+        await self.queue.wait_writable()
+        if self._paused_since is not None:
+            metrics.INPUT_PAUSED_SECONDS.inc(time.monotonic() - self._paused_since)
+        self._paused_since = None
+        for conn in list(self._connections):
+            conn.resume()
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = ("receiver", "framer", "transport", "peer", "_open")
+
+    def __init__(self, receiver: LineReceiver) -> None:
+        self.receiver = receiver
+        self.framer = LineFramer(receiver.max_line_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self._open = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = peername[0] if isinstance(peername, tuple) and peername else ""
+        if not self.receiver._opened(self):
+            transport.abort()
+            return
+        self._open = True
+
+    def data_received(self, data: bytes) -> None:
+        stats = self.framer.stats
+        before = (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors)
+        self.receiver._count(len(data))
+        lines = self.framer.feed(data)
+        if lines:
+            self.receiver._deliver(self.peer, lines, stats)
+        if (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors) != before:
+            self.receiver._report_framer(self.peer, stats, before)
+
+    def eof_received(self) -> bool:
+        self._flush_partial()
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._open:
+            self._flush_partial()  # a reset still ends the last line
+            self._open = False
+            self.receiver._closed(self)
+
+    def _flush_partial(self) -> None:
+        tail = self.framer.finish()
+        if tail:
+            self.receiver._deliver(self.peer, tail, self.framer.stats)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def flush_and_close(self) -> None:
+        self._flush_partial()
+        if self.transport is not None:
+            self.transport.close()

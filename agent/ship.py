@@ -1,0 +1,257 @@
+"""Closed batches -> the sink, with the error table carried out.
+
+Each batch becomes one task. A per-logstore :class:`AdaptiveLimit` bounds
+the requests in flight (AIMD: quota errors halve it, successes grow it back).
+Failures follow :mod:`agent.errors`:
+
+* RETRY: capped exponential backoff with full jitter, forever (the data is
+  still in the queue; giving up would lose it).
+* THROTTLE: quota backoff, and the logstore's concurrency is cut.
+* HOLD: credentials or configuration are wrong: keep the data, refresh the
+  credentials, retry every 30 s, say so once a minute.
+* RESIGN: correct the clock offset from the service's ``Date`` and resend.
+* SPLIT / REPAIR / BISECT: halve the batch until the bad logs are alone;
+  a lone log is repaired (REPAIR) or dead-lettered with the reason.
+
+A batch's queue chunks are released only when every log in it is delivered
+or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Protocol
+
+from . import backoff, metrics
+from .batch import Batch, Destination
+from .deadletter import DeadLetters, decode_logs
+from .encode import compress, encode_log, group_trailer
+from .errors import Action, ShipError
+from .parse import ORIGINAL_TIME_KEY, fix_time
+from .selflog import RateLimitedLog
+
+log = logging.getLogger("slsfwd.ship")
+
+
+class Sink(Protocol):
+    async def put(self, dest: Destination, source: str, tags: list[tuple[str, str]], logs: list[bytes]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class PutLogsSink:
+    """Encodes a LogGroup and sends it with one PutLogs request."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    async def put(self, dest: Destination, source: str, tags: list[tuple[str, str]], logs: list[bytes]) -> None:
+        raw = b"".join(logs) + group_trailer(dest.topic, source, tags)
+        body = compress(raw)
+        await self.client.put(dest, body, len(raw))
+        metrics.SHIPPED_BYTES.labels(stage="raw").inc(len(raw))
+        metrics.SHIPPED_BYTES.labels(stage="compressed").inc(len(body))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class AdaptiveLimit:
+    """A concurrency limit that quota errors cut and successes restore (AIMD)."""
+
+    def __init__(self, maximum: int) -> None:
+        self.maximum = maximum
+        self.limit = maximum
+        self.in_flight = 0
+        self._changed = asyncio.Condition()
+
+    async def acquire(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.in_flight < self.limit)
+            self.in_flight += 1
+
+    async def release(self, *, throttled: bool = False, succeeded: bool = False) -> None:
+        async with self._changed:
+            self.in_flight -= 1
+            if throttled:
+                self.limit = max(1, self.limit // 2)
+            elif succeeded and self.limit < self.maximum:
+                self.limit += 1
+            self._changed.notify_all()
+
+
+class Shipper:
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        tags: list[tuple[str, str]],
+        max_in_flight: int,
+        dead_letters: DeadLetters | None,
+        refresh_credentials: Callable[[], Awaitable[None]] | None = None,
+        signer=None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.sink = sink
+        self.tags = tags
+        self.max_in_flight = max_in_flight
+        self.dead_letters = dead_letters
+        self._refresh_credentials = refresh_credentials
+        self._signer = signer
+        self._sleep = sleep
+        self._limits: dict[tuple[str, str], AdaptiveLimit] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._holding: dict[str, RateLimitedLog] = {}
+        self._retry_log = RateLimitedLog(log, interval_s=60.0)
+        self.failure: BaseException | None = None
+
+    @property
+    def pending_batches(self) -> int:
+        return len(self._tasks)
+
+    def submit(self, batch: Batch) -> None:
+        task = asyncio.get_running_loop().create_task(self._ship(batch), name="ship-batch")
+        self._tasks.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            self._idle.set()
+        if not task.cancelled() and task.exception() is not None:
+            # A shipping task must never die silently: record it so the app fails loudly.
+            self.failure = task.exception()
+            log.error("shipping task failed", exc_info=task.exception())
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def cancel_all(self) -> int:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
+    async def close(self) -> None:
+        await self.sink.close()
+
+    async def _ship(self, batch: Batch) -> None:
+        await self._deliver(batch.dest, batch.source, batch.logs)
+        batch.release()
+
+    def _limit_for(self, dest: Destination) -> AdaptiveLimit:
+        key = (dest.project, dest.logstore)
+        limit = self._limits.get(key)
+        if limit is None:
+            limit = self._limits[key] = AdaptiveLimit(self.max_in_flight)
+        return limit
+
+    async def _deliver(self, dest: Destination, source: str, logs: list[bytes]) -> None:
+        """Deliver or dead-letter every log in ``logs``; returns only when done."""
+        attempt = 0
+        limit = self._limit_for(dest)
+        while True:
+            await limit.acquire()
+            started = time.monotonic()
+            try:
+                await self.sink.put(dest, source, self.tags, logs)
+            except ShipError as error:
+                metrics.SHIP_LATENCY.observe(time.monotonic() - started)
+                await limit.release(throttled=error.action is Action.THROTTLE)
+                metrics.SHIP_REQUESTS.labels(result=error.metric_label).inc()
+                if error.retriable:
+                    await self._wait_before_retry(error, dest, attempt, len(logs))
+                    attempt += 1
+                    continue
+                await self._isolate(dest, source, logs, error)
+                return
+            except BaseException:
+                await limit.release()
+                raise
+            metrics.SHIP_LATENCY.observe(time.monotonic() - started)
+            await limit.release(succeeded=True)
+            metrics.SHIP_REQUESTS.labels(result="ok").inc()
+            metrics.SHIPPED_LOGS.inc(len(logs))
+            self._clear_hold(dest)
+            return
+
+    async def _wait_before_retry(self, error: ShipError, dest: Destination, attempt: int, count: int) -> None:
+        metrics.SHIP_RETRIES.labels(reason=error.action.value).inc()
+        if error.action is Action.RESIGN and self._signer is not None and self._signer.correct_from(error.server_date):
+            log.warning("service rejected the request time; clock offset is now %.1f s", self._signer.offset_s)
+            await self._sleep(backoff.TRANSIENT.delay(min(attempt, 3)))
+            return
+        if error.action is Action.HOLD:
+            self._hold(dest, error)
+            if self._refresh_credentials is not None:
+                await self._refresh_credentials()
+            await self._sleep(backoff.HOLD_INTERVAL_S)
+            return
+        schedule = backoff.QUOTA if error.action is Action.THROTTLE else backoff.TRANSIENT
+        delay = schedule.delay(attempt)
+        self._retry_log.warning(
+            "PutLogs to %s/%s failed (%s), retrying %d logs in %.1f s", dest.project, dest.logstore, error, count, delay
+        )
+        await self._sleep(delay)
+
+    def _hold(self, dest: Destination, error: ShipError) -> None:
+        key = f"{dest.project}/{dest.logstore}"
+        if key not in self._holding:
+            self._holding[key] = RateLimitedLog(log, interval_s=60.0)
+            metrics.SHIP_BLOCKED.labels(reason=error.code if error.code in _HOLD_LABELS else "other").set(1)
+        self._holding[key].error(
+            "PutLogs to %s is refused (%s); keeping the data and retrying every %.0f s. "
+            "Fix the credentials or configuration; nothing is dropped.",
+            key, error, backoff.HOLD_INTERVAL_S,
+        )
+
+    def _clear_hold(self, dest: Destination) -> None:
+        key = f"{dest.project}/{dest.logstore}"
+        if self._holding.pop(key, None) is not None:
+            log.info("PutLogs to %s works again", key)
+            if not self._holding:
+                for label in _HOLD_LABELS + ("other",):
+                    metrics.SHIP_BLOCKED.labels(reason=label).set(0)
+
+    async def _isolate(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> None:
+        if len(logs) > 1:
+            middle = len(logs) // 2
+            await self._deliver(dest, source, logs[:middle])
+            await self._deliver(dest, source, logs[middle:])
+            return
+        if error.action is Action.REPAIR:
+            repaired = repair_log(logs[0])
+            if repaired != logs[0]:
+                metrics.REPAIRED_LOGS.labels(reason=error.code).inc()
+                await self._deliver(dest, source, [repaired])
+                return
+        self._dead_letter(dest, source, logs, error)
+
+    def _dead_letter(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> None:
+        reason = error.metric_label
+        written = self.dead_letters.write(dest, source, logs, error.code, error.message) if self.dead_letters else 0
+        metrics.DEAD_LETTER_LOGS.labels(reason=reason).inc(written)
+        if written < len(logs):
+            metrics.DEAD_LETTER_LOGS.labels(reason="cap_exceeded").inc(len(logs) - written)
+        log.error("service rejected %d log(s) for good (%s); dead-lettered", len(logs), error)
+
+
+_HOLD_LABELS = ("Unauthorized", "SignatureNotMatch", "InvalidAccessKeyId", "ProjectNotExist", "LogStoreNotExist")
+
+
+def repair_log(encoded: bytes) -> bytes:
+    """Re-encode one log with a time and encoding SLS accepts."""
+    [(unix_time, contents)] = decode_logs([encoded])
+    now = int(time.time())
+    fixed_time, replaced = fix_time(unix_time, now, now)
+    # decode_logs already escaped any invalid UTF-8, so encoding again makes it valid.
+    pairs = [(k, v.encode("utf-8")) for k, v in contents]
+    if replaced:
+        pairs.append((ORIGINAL_TIME_KEY, str(unix_time).encode()))
+    return encode_log(fixed_time, pairs)
