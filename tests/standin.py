@@ -658,6 +658,7 @@ class PutLogsStandin:
             "groups": self.group_count,
             "requests": self.requests,
             "faulted": self.faulted,
+            "delayed": self.delayed,
             "raw_bytes": self.raw_bytes,
             "rejections": dict(collections.Counter(r.error_code for r in self.rejections)),
         }
