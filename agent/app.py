@@ -34,12 +34,15 @@ from .parse import build_format_table
 from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
 from .queue import ChunkQueue, MemoryQueue
 from .receive import LineReceiver
+from .spool import DiskSpool, SpoolError
+from .status import StatusServer
 from .ship import PutLogsSink, Shipper, Sink
 from .transform import LineTransformer, Router
 
 log = logging.getLogger("slsfwd")
 
 FORCED_EXIT_CODE = 130
+READ_WINDOW_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Agent:
         self.config = config
         self.hostname = hostinfo.hostname()
         self.host_ip = config.sls.source_ip if config.sls and config.sls.source_ip else hostinfo.primary_ipv4()
-        self.queue: ChunkQueue = MemoryQueue(config.spool.memory_max_bytes)
+        self.queue: ChunkQueue = self._make_queue()
         self.signer: ClockOffsetSigner | None = None
         self.shipper = Shipper(
             self._make_sink(),
@@ -80,13 +83,25 @@ class Agent:
         self.receiver = LineReceiver(
             self.queue, max_line_bytes=config.input.max_line_bytes, max_connections=config.input.max_connections
         )
+        self.status = StatusServer(self.health_problems)
         self._consumer: asyncio.Task | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
+        # Chunks taken from the queue and not yet acknowledged: bounded, so that an outage
+        # leaves the backlog on disk instead of in memory.
+        self._in_flight: dict[int, int] = {}
+        self._in_flight_bytes = 0
+        self._window_open = asyncio.Event()
         self._published = {"parse": {}, "utf8": 0, "time": 0}
         self.failure: BaseException | None = None
 
     # -- construction -----------------------------------------------------
+
+    def _make_queue(self) -> ChunkQueue:
+        spool = self.config.spool
+        if spool.type == "memory":
+            return MemoryQueue(spool.max_bytes)
+        return DiskSpool(Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy)
 
     def _make_sink(self) -> Sink:
         sls = self.config.sls
@@ -117,6 +132,14 @@ class Agent:
     # -- running ----------------------------------------------------------
 
     async def start(self) -> None:
+        if isinstance(self.queue, DiskSpool):
+            report = self.queue.open()
+            if report.replay_records:
+                log.info(
+                    "spool: replaying %d unacknowledged lines (%d records) from %s",
+                    report.replay_lines, report.replay_records, self.queue.directory,
+                )
+        await self.status.start(*split_host_port(self.config.metrics.listen))
         host, port = split_host_port(self.config.input.listen)
         await self.receiver.start(host, port)
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="consume")
@@ -124,6 +147,15 @@ class Agent:
         where = ", ".join(_format_sockname(s.getsockname()) for s in self.receiver.sockets)
         sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
         log.info("slsfwd listening on %s, shipping to %s", where, sink)
+
+    def health_problems(self) -> list[str]:
+        problems = []
+        if isinstance(self.queue, DiskSpool) and self.queue.write_error:
+            problems.append(f"spool cannot be written: {self.queue.write_error}")
+        problems.extend(f"shipping refused: {reason}" for reason in self.shipper.blocked_reasons())
+        if self._consumer is not None and self._consumer.done():
+            problems.append("the consumer task has stopped")
+        return problems
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -145,7 +177,12 @@ class Agent:
         queue = self.queue
         transformer = self.transformer
         while True:
+            if self._in_flight_bytes >= READ_WINDOW_BYTES:
+                self._window_open.clear()
+                await self._window_open.wait()
             chunk = await queue.get()
+            self._in_flight_bytes += len(chunk.payload)
+            self._in_flight[chunk.seq] = len(chunk.payload)
             ticket = Ticket(chunk.seq, self._on_chunk_done)
             transformer.process(chunk.payload, chunk.received_at, chunk.peer, ticket)
             ticket.seal()
@@ -156,7 +193,11 @@ class Agent:
 
     def _on_chunk_done(self, seq: int) -> None:
         self.queue.ack(seq)
+        self._in_flight_bytes -= self._in_flight.pop(seq, 0)
+        if self._in_flight_bytes < READ_WINDOW_BYTES:
+            self._window_open.set()
         metrics.SPOOL_BYTES.set(self.queue.backlog_bytes)
+        metrics.SPOOL_BACKLOG_LINES.set(self.queue.unacked_lines())
         metrics.SPOOL_BACKLOG_CHUNKS.set(self.queue.backlog_chunks)
 
     def _on_batch_closed(self, batch: Batch) -> None:
@@ -210,7 +251,12 @@ class Agent:
         await self.shipper.close()
         await self.queue.flush()
         report = ShutdownReport(clean and cancelled == 0, self.queue.backlog_chunks, self.queue.backlog_bytes)
-        if report.unshipped_bytes:
+        if report.unshipped_bytes and isinstance(self.queue, DiskSpool):
+            log.info(
+                "%d lines (%d bytes) not shipped yet: kept in the spool for the next start",
+                self.queue.unacked_lines(), report.unshipped_bytes,
+            )
+        elif report.unshipped_bytes:
             lost_lines = self._count_unshipped_lines()
             metrics.LOST_LINES.labels(reason="shutdown_deadline").inc(lost_lines)
             log.error(
@@ -218,6 +264,7 @@ class Agent:
                 "(the memory queue does not survive a restart)", lost_lines, report.unshipped_bytes,
             )
         await self.queue.close()
+        await self.status.close()
         return report
 
     async def _drain(self, deadline: float) -> bool:
@@ -266,8 +313,12 @@ async def run(config: Config) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await agent.start()
+    except SpoolError as exc:
+        log.critical("cannot open the spool: %s", exc)
+        return 1
     except OSError as exc:
-        log.critical("cannot listen on %s: %s", config.input.listen, exc.strerror or exc)
+        log.critical("cannot start: %s: %s", exc.filename or config.input.listen, exc.strerror or exc)
+        await agent.queue.close()
         return 1
     await agent.wait_stopped()
     report = await agent.shutdown()

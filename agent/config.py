@@ -77,7 +77,10 @@ class BatchConfig:
 @dataclass(frozen=True)
 class SpoolConfig:
     dir: str = "/var/lib/slsfwd"
-    memory_max_bytes: int = 67108864  # bound of the in-memory queue between receiving and shipping
+    type: str = "disk"  # "disk" (durable) or "memory" (lost on crash or restart)
+    max_bytes: int = 1073741824  # unacknowledged bytes; full means the sockets stop being read
+    fsync_ms: int = 200  # group-commit window: a read line is on stable storage within this; 0 = every write
+    full_policy: str = "backpressure"  # or "drop_oldest": delete the oldest segment, count its lines
     dead_letter_max_bytes: int = 104857600  # cap of spool.dir/dead-letter/
 
 
@@ -234,7 +237,13 @@ def validate(config: Config) -> list[str]:
         problems.append("batch.max_logs: must be at most 40960")
     if config.batch.linger_ms < 0:
         problems.append("batch.linger_ms: must be 0 or more")
-    _positive("spool.memory_max_bytes", config.spool.memory_max_bytes, problems)
+    _positive("spool.max_bytes", config.spool.max_bytes, problems)
+    if config.spool.type not in ("disk", "memory"):
+        problems.append('spool.type: must be "disk" or "memory"')
+    if config.spool.full_policy not in ("backpressure", "drop_oldest"):
+        problems.append('spool.full_policy: must be "backpressure" or "drop_oldest"')
+    if config.spool.fsync_ms < 0:
+        problems.append("spool.fsync_ms: must be 0 or more")
     _positive("spool.dead_letter_max_bytes", config.spool.dead_letter_max_bytes, problems)
     if not config.spool.dir:
         problems.append("spool.dir: must not be empty")

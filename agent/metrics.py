@@ -31,7 +31,19 @@ PARSE_ERRORS = Counter("slsfwd_parse_errors_total", "Lines that did not parse (s
 REPAIRS = Counter("slsfwd_parse_repairs_total", "Lines repaired before shipping", ["reason"])
 
 SPOOL_BYTES = Gauge("slsfwd_spool_bytes", "Bytes received and not yet acknowledged by the service")
-SPOOL_BACKLOG_CHUNKS = Gauge("slsfwd_spool_backlog_chunks", "Queue records not yet acknowledged")
+SPOOL_BACKLOG_LINES = Gauge("slsfwd_spool_backlog_lines", "Lines received and not yet acknowledged by the service")
+SPOOL_BACKLOG_CHUNKS = Gauge("slsfwd_spool_backlog_chunks", "Spool records not yet acknowledged")
+SPOOL_CORRUPT_RECORDS = Counter("slsfwd_spool_corrupt_records_total", "Spool records skipped because their CRC failed")
+SPOOL_CORRUPT_BYTES = Counter(
+    "slsfwd_spool_corrupt_bytes_total", "Spool bytes lost to corruption (crc) or torn writes (torn)", ["reason"]
+)
+SPOOL_WRITE_ERRORS = Counter(
+    "slsfwd_spool_write_errors_total", "Spool write failures (disk_full, io_error); writes are retried", ["reason"]
+)
+SPOOL_WRITE_BLOCKED = Gauge("slsfwd_spool_write_blocked", "1 while the spool cannot be written (input paused)")
+SPOOL_DROPPED_LINES = Counter(
+    "slsfwd_spool_dropped_lines_total", "Lines dropped by spool.full_policy = drop_oldest", ["reason"]
+)
 
 SHIPPED_LOGS = Counter("slsfwd_shipped_logs_total", "Logs acknowledged by the service")
 SHIPPED_BYTES = Counter("slsfwd_shipped_bytes_total", "Bytes shipped", ["stage"])

@@ -106,8 +106,12 @@ class Shipper:
         self._idle = asyncio.Event()
         self._idle.set()
         self._holding: dict[str, RateLimitedLog] = {}
+        self._hold_codes: dict[str, str] = {}
         self._retry_log = RateLimitedLog(log, interval_s=60.0)
         self.failure: BaseException | None = None
+
+    def blocked_reasons(self) -> list[str]:
+        return sorted(f"{key}: {code}" for key, code in self._hold_codes.items())
 
     @property
     def pending_batches(self) -> int:
@@ -205,6 +209,7 @@ class Shipper:
         if key not in self._holding:
             self._holding[key] = RateLimitedLog(log, interval_s=60.0)
             metrics.SHIP_BLOCKED.labels(reason=error.code if error.code in _HOLD_LABELS else "other").set(1)
+        self._hold_codes[key] = error.code
         self._holding[key].error(
             "PutLogs to %s is refused (%s); keeping the data and retrying every %.0f s. "
             "Fix the credentials or configuration; nothing is dropped.",
@@ -213,6 +218,7 @@ class Shipper:
 
     def _clear_hold(self, dest: Destination) -> None:
         key = f"{dest.project}/{dest.logstore}"
+        self._hold_codes.pop(key, None)
         if self._holding.pop(key, None) is not None:
             log.info("PutLogs to %s works again", key)
             if not self._holding:

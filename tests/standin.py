@@ -77,7 +77,6 @@ import asyncio
 import collections
 import contextlib
 import email.utils
-import hashlib
 import hmac
 import json
 import re

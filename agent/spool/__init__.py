@@ -1,0 +1,65 @@
+"""The durable disk spool between receiving and shipping.
+
+It implements :class:`agent.queue.ChunkQueue`: the receiver appends chunks
+(the complete lines of one socket read, with receive time and peer), the
+shipping side takes them in order and acknowledges them once the service
+accepted every log in them. After a crash or restart, everything not
+acknowledged is handed out again (at-least-once delivery).
+
+On-disk format (version 1)
+==========================
+
+Everything lives in ``<spool.dir>/queue/``::
+
+    lock                      flock()ed by the running agent: one agent per spool
+    ledger                    acknowledged position, replaced atomically
+    00000000000000000001.seg  segment files, named by their first record's seq
+    00000000000000004711.seg
+
+A **segment** starts with a 16-byte header, then records back to back::
+
+    header  = b"SLSFWDSG" | u16 format version | 6 zero bytes
+    record  = u32 magic 0x534C5352 ("SLSR") | u32 body length | u32 CRC-32 of body | body
+    body    = u64 seq | u32 received_at | u32 lines | u16 peer length | peer (UTF-8) | payload
+
+All integers are little-endian. ``payload`` is LF-terminated lines. ``seq``
+increases by one per record across segments.
+
+The **ledger** is ``b"SLSFWDLG" | u16 version | u64 acked_seq | u32 CRC-32`` of
+the preceding bytes: every record with ``seq < acked_seq`` is acknowledged.
+It is written to ``ledger.tmp``, fsynced, renamed over ``ledger``, and the
+directory is fsynced.
+
+Invariants
+==========
+
+* Segments are append-only. After a restart the agent never appends to an
+  old segment: it opens a new one, so only the newest segment of a running
+  agent is ever written.
+* A record is appended to the segment with ``write(2)`` as soon as its bytes
+  were read from a socket, so a ``kill -9`` of the agent loses nothing that
+  was read. Segments are fdatasync()ed at most ``spool.fsync_ms`` after the
+  write (group commit), so a power loss loses at most that window.
+* A whole segment is deleted only after the ledger that acknowledges all of
+  its records is durable.
+* The ledger is written at most every ``spool.fsync_ms`` (and at shutdown),
+  so after a crash, records acknowledged in that window are shipped again:
+  duplicates are limited to that window plus what was in flight.
+* Recovery: a record whose CRC does not match is skipped and counted (with
+  its bytes) and reading resyncs on the next magic; an incomplete record at
+  the end of a segment (a torn write) is cut off and counted.
+* A spool written with another format version is refused with a clear
+  message, never misread.
+* Bounded: when the unacknowledged bytes reach ``spool.max_bytes`` the spool
+  stops being writable and the receiver stops reading its sockets
+  (backpressure), or, with ``spool.full_policy = "drop_oldest"``, the oldest
+  segment is deleted and its lines are counted as dropped.
+* A full disk (ENOSPC) or another write error behaves like a full spool:
+  the chunk is kept in memory (at most one read per connection, since the
+  sockets are paused), the partial record is truncated away, a metric is
+  raised, it is logged once, and the write is retried every second.
+"""
+
+from .disk import DiskSpool, SpoolError, verify
+
+__all__ = ["DiskSpool", "SpoolError", "verify"]

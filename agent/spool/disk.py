@@ -1,0 +1,613 @@
+"""The disk spool: segment files, group commit, acknowledgement, recovery.
+
+The format and its invariants are in the package docstring (:mod:`agent.spool`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import errno
+import fcntl
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import metrics
+from ..queue import Chunk
+from ..selflog import RateLimitedLog
+from . import format as fmt
+
+log = logging.getLogger("slsfwd.spool")
+
+QUEUE_DIR = "queue"
+SEGMENT_SUFFIX = ".seg"
+DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+READ_AHEAD_BYTES = 8 * 1024 * 1024  # chunks kept in memory for the reader before it reads from disk
+WRITE_RETRY_S = 1.0
+
+
+class SpoolError(Exception):
+    """The spool cannot be used (wrong format version, locked by another agent, unreadable)."""
+
+
+@dataclass(slots=True)
+class _Segment:
+    first_seq: int
+    path: Path
+    size: int = fmt.SEGMENT_HEADER_SIZE
+    last_seq: int = -1  # -1: no record yet
+
+
+@dataclass(slots=True)
+class RecoveryReport:
+    segments: int = 0
+    records: int = 0
+    replay_records: int = 0
+    replay_lines: int = 0
+    corrupt_records: int = 0
+    corrupt_bytes: int = 0
+    torn_bytes: int = 0
+    deleted_segments: int = 0
+    ledger_problem: str = ""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A chunk that could not be written yet (disk full or another write error)."""
+
+    seq: int
+    received_at: int
+    peer: str
+    payload: bytes
+    lines: int
+
+
+@dataclass(slots=True)
+class _Totals:
+    bytes: int = 0
+    lines: int = 0
+    chunks: int = 0
+
+    def add(self, nbytes: int, lines: int) -> None:
+        self.bytes += nbytes
+        self.lines += lines
+        self.chunks += 1
+
+    def remove(self, nbytes: int, lines: int) -> None:
+        self.bytes -= nbytes
+        self.lines -= lines
+        self.chunks -= 1
+
+
+class DiskSpool:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        fsync_ms: int = 200,
+        full_policy: str = "backpressure",
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+    ) -> None:
+        self.directory = Path(directory) / QUEUE_DIR
+        self.max_bytes = max_bytes
+        self.fsync_ms = fsync_ms
+        self.full_policy = full_policy
+        self.segment_bytes = segment_bytes
+        self.recovery = RecoveryReport()
+        self._segments: list[_Segment] = []
+        self._fd = -1
+        self._lock_fd = -1
+        self._next_seq = 1
+        self._acked_seq = 1  # every seq below is acknowledged
+        self._acked_above: set[int] = set()
+        self._persisted_acked_seq = 1
+        self._totals = _Totals()  # everything not acknowledged, on disk or pending
+        self._handed_out: dict[int, tuple[int, int]] = {}  # seq -> (bytes, lines)
+        # Reading: chunks in memory first, then records loaded from disk.
+        self._mem: collections.deque[Chunk] = collections.deque()
+        self._mem_bytes = 0
+        self._mem_mode = True  # True: every unread record is in _mem (read position == write end)
+        self._disk: collections.deque[fmt.Record] = collections.deque()
+        self._read_index = 0  # index into _segments
+        self._read_offset = fmt.SEGMENT_HEADER_SIZE
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._write_error: str | None = None
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._sync_handle: asyncio.TimerHandle | None = None
+        self._sync_task: asyncio.Task | None = None
+        self._dirty = False
+        self._has_data = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._has_room.set()
+        self._error_log = RateLimitedLog(log, interval_s=60.0)
+        self.dropped_lines = 0
+        self.closed = False
+
+    # -- opening and recovery ---------------------------------------------
+
+    def open(self) -> RecoveryReport:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        acked = self._read_ledger()
+        for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
+            self._recover_segment(path, acked)
+        self._acked_seq = self._persisted_acked_seq = acked
+        self._next_seq = max([acked] + [s.last_seq + 1 for s in self._segments])
+        self._read_index = 0
+        self._read_offset = fmt.SEGMENT_HEADER_SIZE
+        self._mem_mode = not self._segments  # a backlog is read from disk first
+        self._open_new_segment()
+        self._publish()
+        return self.recovery
+
+    def _take_lock(self) -> None:
+        self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise SpoolError(f"{self.directory} is in use by another slsfwd process") from None
+
+    def _read_ledger(self) -> int:
+        path = self.directory / "ledger"
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return 1
+        try:
+            return fmt.decode_ledger(data, str(path))
+        except fmt.FormatError as exc:
+            if "format version" in str(exc):
+                raise SpoolError(str(exc)) from None
+            # A damaged ledger must not lose data: replay everything on disk (duplicates, not loss).
+            self.recovery.ledger_problem = str(exc)
+            log.warning("%s; replaying every record in the spool", exc)
+            return 1
+
+    def _recover_segment(self, path: Path, acked: int) -> None:
+        try:
+            first_seq = int(path.stem)
+            data = path.read_bytes()
+        except (ValueError, OSError) as exc:
+            raise SpoolError(f"{path}: cannot read spool segment: {exc}") from None
+        if len(data) < fmt.SEGMENT_HEADER_SIZE:
+            path.unlink()  # created but never written: a crash right after creating it
+            return
+        try:
+            fmt.check_segment_header(data, str(path))
+        except fmt.FormatError as exc:
+            raise SpoolError(str(exc)) from None
+        result = fmt.scan(data)
+        report = self.recovery
+        report.segments += 1
+        report.records += len(result.records)
+        self._count_damage(path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
+        segment = _Segment(first_seq, path, size=len(data) - result.torn_bytes)
+        for record in result.records:
+            segment.last_seq = max(segment.last_seq, record.seq)
+            if record.seq >= acked:
+                report.replay_records += 1
+                report.replay_lines += record.lines
+                self._totals.add(len(record.payload), record.lines)
+        if segment.last_seq < acked:
+            path.unlink()
+            report.deleted_segments += 1
+            return
+        self._segments.append(segment)
+
+    def _count_damage(self, path: Path, corrupt_records: int, corrupt_bytes: int, torn_bytes: int) -> None:
+        if corrupt_records:
+            self.recovery.corrupt_records += corrupt_records
+            self.recovery.corrupt_bytes += corrupt_bytes
+            metrics.SPOOL_CORRUPT_RECORDS.inc(corrupt_records)
+            metrics.SPOOL_CORRUPT_BYTES.labels(reason="crc").inc(corrupt_bytes)
+            log.error("%s: skipped %d corrupt record(s), %d bytes lost", path, corrupt_records, corrupt_bytes)
+        if torn_bytes:
+            self.recovery.torn_bytes += torn_bytes
+            metrics.SPOOL_CORRUPT_BYTES.labels(reason="torn").inc(torn_bytes)
+            log.warning("%s: cut off a torn record at the end (%d bytes)", path, torn_bytes)
+
+    def _open_new_segment(self) -> None:
+        path = self.directory / f"{self._next_seq:020d}{SEGMENT_SUFFIX}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            _write_all(fd, fmt.segment_header())
+            os.fdatasync(fd)
+            _fsync_dir(self.directory)
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        self._segments.append(_Segment(self._next_seq, path))
+
+    # -- appending (ChunkQueue) -------------------------------------------
+
+    def append(self, received_at: int, peer: str, payload: bytes) -> None:
+        seq = self._next_seq
+        self._next_seq += 1
+        item = _Pending(seq, received_at, peer, payload, payload.count(b"\n"))
+        self._totals.add(len(payload), item.lines)
+        if self._pending or not self._write(item):
+            self._pending.append(item)
+            self._schedule_retry()
+        self._after_append()
+
+    def _write(self, item: _Pending) -> bool:
+        """Append one record to the active segment; False (nothing written) on an error."""
+        active = self._segments[-1]
+        if active.size >= self.segment_bytes and active.last_seq >= 0:
+            try:
+                self._rotate()
+            except OSError as exc:
+                self._note_write_error(exc)
+                return False
+            active = self._segments[-1]
+        record = fmt.encode_record(item.seq, item.received_at, item.lines, item.peer.encode(), item.payload)
+        try:
+            _write_all(self._fd, record)
+        except OSError as exc:
+            self._truncate_back(active.size)
+            self._note_write_error(exc)
+            return False
+        active.size += len(record)
+        active.last_seq = item.seq
+        self._dirty = True
+        chunk = Chunk(item.seq, item.received_at, item.peer, item.payload)
+        if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
+            self._mem.append(chunk)
+            self._mem_bytes += len(item.payload)
+            self._read_index = len(self._segments) - 1
+            self._read_offset = active.size
+        else:
+            self._mem_mode = False  # the reader goes to disk from its position
+        self._has_data.set()
+        return True
+
+    def _after_append(self) -> None:
+        if self.fsync_ms == 0 and self._dirty:
+            self._sync_now()
+        else:
+            self._schedule_sync()
+        if self._totals.bytes >= self.max_bytes:
+            if self.full_policy == "drop_oldest":
+                self._drop_oldest()
+            if self._totals.bytes >= self.max_bytes:
+                self._has_room.clear()
+        self._publish()
+
+    def _rotate(self) -> None:
+        os.fdatasync(self._fd)
+        self._open_new_segment()
+
+    def _truncate_back(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)  # a partial record must not stay behind
+        except OSError as exc:
+            self._error_log.error("cannot truncate a partial spool record: %s", exc)
+
+    def _note_write_error(self, exc: OSError) -> None:
+        reason = "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
+        if self._write_error is None:
+            metrics.SPOOL_WRITE_ERRORS.labels(reason=reason).inc()
+        self._write_error = reason
+        metrics.SPOOL_WRITE_BLOCKED.set(1)
+        self._has_room.clear()
+        self._error_log.error(
+            "cannot write to the spool in %s (%s): input paused, retrying every %.0f s; nothing is dropped",
+            self.directory, os.strerror(exc.errno or 0) or exc, WRITE_RETRY_S,
+        )
+
+    def _schedule_retry(self) -> None:
+        if self._retry_handle is None and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._retry_handle = loop.call_later(WRITE_RETRY_S, self._retry_pending)
+
+    def _retry_pending(self) -> None:
+        self._retry_handle = None
+        while self._pending:
+            if not self._write(self._pending[0]):
+                self._schedule_retry()
+                return
+            self._pending.popleft()
+        if self._write_error is not None:
+            log.info("spool writes work again")
+            self._write_error = None
+            metrics.SPOOL_WRITE_BLOCKED.set(0)
+        self._after_append()
+        if self._totals.bytes < self.max_bytes:
+            self._has_room.set()
+
+    @property
+    def writable(self) -> bool:
+        return self._totals.bytes < self.max_bytes and not self._pending
+
+    async def wait_writable(self) -> None:
+        while not self.writable:
+            self._has_room.clear()
+            await self._has_room.wait()
+
+    # -- reading and acknowledging (ChunkQueue) ----------------------------
+
+    async def get(self) -> Chunk:
+        while True:
+            chunk = self._next_chunk()
+            if chunk is not None:
+                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.payload.count(b"\n"))
+                return chunk
+            self._has_data.clear()
+            await self._has_data.wait()
+
+    def _next_chunk(self) -> Chunk | None:
+        if self._mem:
+            chunk = self._mem.popleft()
+            self._mem_bytes -= len(chunk.payload)
+            return chunk
+        while not self._mem_mode:
+            if self._disk:
+                record = self._disk.popleft()
+                return Chunk(record.seq, record.received_at, record.peer, record.payload)
+            if not self._load_from_disk():
+                self._mem_mode = True  # caught up with the writer
+        return None
+
+    def _load_from_disk(self) -> bool:
+        """Read the unread records of the segment at the read position; False when caught up."""
+        while self._read_index < len(self._segments):
+            segment = self._segments[self._read_index]
+            is_active = self._read_index == len(self._segments) - 1
+            if self._read_offset < segment.size:
+                data = _pread(segment.path, self._read_offset, segment.size - self._read_offset)
+                result = fmt.scan(data, 0)
+                self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
+                self._disk.extend(r for r in result.records if r.seq >= self._acked_seq and r.seq not in self._acked_above)
+                self._read_offset = segment.size
+                if self._disk:
+                    return True
+            if is_active:
+                return False
+            self._read_index += 1
+            self._read_offset = fmt.SEGMENT_HEADER_SIZE
+        return False
+
+    def ack(self, seq: int) -> None:
+        entry = self._handed_out.pop(seq, None)
+        if entry is None or seq < self._acked_seq:
+            return  # dropped meanwhile (drop_oldest), or acknowledged twice
+        self._totals.remove(*entry)
+        if seq == self._acked_seq:
+            self._acked_seq += 1
+            while self._acked_seq in self._acked_above:
+                self._acked_above.remove(self._acked_seq)
+                self._acked_seq += 1
+        else:
+            self._acked_above.add(seq)
+        if self._totals.bytes < self.max_bytes and not self._pending:
+            self._has_room.set()
+        self._schedule_sync()
+        self._publish()
+
+    # -- durability: group commit, ledger, segment deletion ----------------
+
+    def _schedule_sync(self) -> None:
+        if self._sync_handle is None and self._sync_task is None and not self.closed:
+            loop = asyncio.get_running_loop()
+            self._sync_handle = loop.call_later(max(self.fsync_ms, 1) / 1000.0, self._start_sync)
+
+    def _start_sync(self) -> None:
+        self._sync_handle = None
+        if self._dirty or self._acked_seq != self._persisted_acked_seq:
+            self._sync_task = asyncio.get_running_loop().create_task(self._sync_in_thread())
+
+    async def _sync_in_thread(self) -> None:
+        fd = os.dup(self._fd) if self._dirty else -1
+        self._dirty = False
+        acked = self._acked_seq
+        try:
+            await asyncio.to_thread(self._sync_and_persist, fd, acked)
+            self._after_persist(acked)
+        except OSError as exc:
+            self._dirty = True
+            self._error_log.error("spool sync failed (%s); retrying", exc)
+        finally:
+            self._sync_task = None
+        if self._dirty or self._acked_seq != self._persisted_acked_seq:
+            self._schedule_sync()
+
+    def _sync_and_persist(self, fd: int, acked: int) -> None:
+        if fd >= 0:
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        if acked != self._persisted_acked_seq:
+            _write_atomically(self.directory / "ledger", fmt.encode_ledger(acked))
+
+    def _sync_now(self) -> None:
+        os.fdatasync(self._fd)
+        self._dirty = False
+
+    def _after_persist(self, acked: int) -> None:
+        self._persisted_acked_seq = acked
+        # Whole segments below the durable ledger can go; never the active one.
+        while len(self._segments) > 1 and self._segments[0].last_seq < acked:
+            segment = self._segments.pop(0)
+            if self._read_index == 0:  # it was read to its end: continue at the next one's start
+                self._read_offset = fmt.SEGMENT_HEADER_SIZE
+            else:
+                self._read_index -= 1
+            try:
+                segment.path.unlink()
+            except FileNotFoundError:
+                pass
+
+    async def flush(self) -> None:
+        """Make everything written durable and persist the ledger now."""
+        if self._sync_task is not None:
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()
+            self._sync_handle = None
+        if self._fd >= 0:
+            await self._sync_in_thread()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        await self.flush()
+        self.closed = True
+        for handle in (self._retry_handle, self._sync_handle):
+            if handle is not None:
+                handle.cancel()
+        if self._pending:
+            log.error(
+                "%d chunk(s) (%d lines) could not be written to the spool before exit and are lost",
+                len(self._pending), sum(p.lines for p in self._pending),
+            )
+            metrics.LOST_LINES.labels(reason="spool_write_error").inc(sum(p.lines for p in self._pending))
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- full spool: drop the oldest segment (opt-in) ----------------------
+
+    def _drop_oldest(self) -> None:
+        while self._totals.bytes >= self.max_bytes:
+            if len(self._segments) == 1:
+                try:
+                    self._rotate()
+                except OSError as exc:
+                    self._note_write_error(exc)
+                    return
+            segment = self._segments[0]
+            self._discard_segment(segment)
+
+    def _discard_segment(self, segment: _Segment) -> None:
+        records = fmt.scan(_pread(segment.path, 0, segment.size)).records
+        dropped_lines = 0
+        for record in records:
+            if record.seq < self._acked_seq or record.seq in self._acked_above:
+                continue
+            self._handed_out.pop(record.seq, None)  # its ack, if it comes, is ignored
+            self._totals.remove(len(record.payload), record.lines)
+            dropped_lines += record.lines
+        self._mem = collections.deque(c for c in self._mem if c.seq > segment.last_seq)
+        self._mem_bytes = sum(len(c.payload) for c in self._mem)
+        self._disk = collections.deque(r for r in self._disk if r.seq > segment.last_seq)
+        self._acked_above = {s for s in self._acked_above if s > segment.last_seq}
+        self._acked_seq = max(self._acked_seq, segment.last_seq + 1)
+        while self._acked_seq in self._acked_above:
+            self._acked_above.remove(self._acked_seq)
+            self._acked_seq += 1
+        self._segments.pop(0)
+        if self._read_index == 0:
+            self._read_offset = fmt.SEGMENT_HEADER_SIZE
+        else:
+            self._read_index -= 1
+        _write_atomically(self.directory / "ledger", fmt.encode_ledger(self._acked_seq))
+        self._persisted_acked_seq = self._acked_seq
+        segment.path.unlink(missing_ok=True)
+        self.dropped_lines += dropped_lines
+        metrics.SPOOL_DROPPED_LINES.labels(reason="spool_full").inc(dropped_lines)
+        self._error_log.error(
+            "spool full (spool.max_bytes = %d, full_policy = drop_oldest): dropped the oldest segment, %d lines",
+            self.max_bytes, dropped_lines,
+        )
+
+    # -- observability -----------------------------------------------------
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._totals.bytes
+
+    @property
+    def backlog_chunks(self) -> int:
+        return self._totals.chunks
+
+    @property
+    def unread(self) -> int:
+        unread_disk = 0 if self._mem_mode else 1  # at least one; exact count would need a scan
+        return len(self._mem) + len(self._disk) + unread_disk + len(self._pending)
+
+    def unacked_lines(self) -> int:
+        return self._totals.lines
+
+    @property
+    def write_error(self) -> str | None:
+        return self._write_error
+
+    def _publish(self) -> None:
+        metrics.SPOOL_BYTES.set(self._totals.bytes)
+        metrics.SPOOL_BACKLOG_LINES.set(self._totals.lines)
+        metrics.SPOOL_BACKLOG_CHUNKS.set(self._totals.chunks)
+
+
+def verify(directory: Path) -> dict[str, int | str]:
+    """Read-only health report of a spool directory (for `slsfwd spool verify`)."""
+    queue = Path(directory) / QUEUE_DIR
+    report: dict[str, int | str] = {"segments": 0, "records": 0, "backlog_records": 0, "backlog_lines": 0,
+                                     "backlog_bytes": 0, "corrupt_records": 0, "corrupt_bytes": 0, "torn_bytes": 0}
+    acked = 1
+    ledger = queue / "ledger"
+    if ledger.exists():
+        acked = fmt.decode_ledger(ledger.read_bytes(), str(ledger))
+    report["acked_seq"] = acked
+    for path in sorted(queue.glob("*" + SEGMENT_SUFFIX)):
+        data = path.read_bytes()
+        if len(data) < fmt.SEGMENT_HEADER_SIZE:
+            continue
+        fmt.check_segment_header(data, str(path))
+        result = fmt.scan(data)
+        report["segments"] += 1
+        report["records"] += len(result.records)
+        report["corrupt_records"] += result.corrupt_records
+        report["corrupt_bytes"] += result.corrupt_bytes
+        report["torn_bytes"] += result.torn_bytes
+        for record in result.records:
+            if record.seq >= acked:
+                report["backlog_records"] += 1
+                report["backlog_lines"] += record.lines
+                report["backlog_bytes"] += len(record.payload)
+    return report
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _pread(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
