@@ -601,6 +601,9 @@ class PutLogsStandin:
         self.count_only = count_only
         self.verifier = Verifier(access_key_id, access_key_secret, security_token, region)
         self.faults = FaultScript()
+        # Content-aware rejections, e.g. to test bisecting: (log) -> (status, errorCode, message) or None.
+        # The whole request fails if any log in it matches, as the real service does.
+        self.log_rules: list[Callable[[AcceptedLog], tuple[int, str, str] | None]] = []
 
         self.groups: list[AcceptedGroup] = []
         self.logs: list[AcceptedLog] = []
@@ -734,6 +737,11 @@ class PutLogsStandin:
             AcceptedLog(t, ns, dict(pairs), pairs, project, logstore, decoded.topic, decoded.source, tags)
             for t, ns, pairs in decoded.logs
         ]
+        for rule in self.log_rules:
+            for log in logs:
+                verdict = rule(log)
+                if verdict is not None:
+                    raise ApiError(*verdict)
         group = AcceptedGroup(
             project, logstore, decoded.topic, decoded.source, tags, logs, len(raw), len(body), auth_version,
             framing.compress_type, request.query.get("key"), decoded.tag_pairs,
