@@ -23,12 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from aliyun.log.credentials import StaticCredentialsProvider
-
 from . import hostinfo, metrics
 from .batch import Batch, Batcher, Destination, Ticket
 from .config import Config, split_host_port
 from .console import ConsoleSink
+from .credentials import EcsRamRoleProvider, RamRoleSettings, static_provider
 from .deadletter import DeadLetters
 from .parse import build_format_table
 from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
@@ -59,12 +58,15 @@ class Agent:
         self.host_ip = config.sls.source_ip if config.sls and config.sls.source_ip else hostinfo.primary_ipv4()
         self.queue: ChunkQueue = self._make_queue()
         self.signer: ClockOffsetSigner | None = None
+        self.ram_role: EcsRamRoleProvider | None = None
+        sink = self._make_sink()
         self.shipper = Shipper(
-            self._make_sink(),
+            sink,
             tags=[("__hostname__", self.hostname)],
             max_in_flight=config.sls.max_in_flight if config.sls else 1,
             dead_letters=DeadLetters(Path(config.spool.dir) / "dead-letter", config.spool.dead_letter_max_bytes),
             signer=self.signer,
+            refresh_credentials=self.ram_role.force_refresh if self.ram_role else None,
         )
         self.batcher = Batcher(
             max_logs=config.batch.max_logs,
@@ -107,7 +109,13 @@ class Agent:
         sls = self.config.sls
         if sls is None:
             return ConsoleSink()
-        provider = StaticCredentialsProvider(sls.access_key_id, sls.access_key_secret, sls.security_token or None)
+        if sls.ecs_ram_role:
+            self.ram_role = EcsRamRoleProvider(
+                RamRoleSettings(sls.ecs_ram_role, sls.ecs_metadata_url, sls.ecs_imdsv1_disabled)
+            )
+            provider = self.ram_role
+        else:
+            provider = static_provider(sls.access_key_id, sls.access_key_secret, sls.security_token)
         self.signer = ClockOffsetSigner(provider, sls.auth_version, sls.region)
         client = PutLogsClient(
             Endpoint.parse(sls.endpoint),
@@ -140,6 +148,8 @@ class Agent:
                     report.replay_lines, report.replay_records, self.queue.directory,
                 )
         await self.status.start(*split_host_port(self.config.metrics.listen))
+        if self.ram_role is not None:
+            await self.ram_role.start()
         host, port = split_host_port(self.config.input.listen)
         await self.receiver.start(host, port)
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="consume")
@@ -265,6 +275,8 @@ class Agent:
             )
         await self.queue.close()
         await self.status.close()
+        if self.ram_role is not None:
+            await self.ram_role.close()
         return report
 
     async def _drain(self, deadline: float) -> bool:

@@ -21,6 +21,7 @@ DEFAULT_CONFIG_PATH = Path("/etc/slsfwd/slsfwd.toml")
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
 ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"
+ENV_ECS_RAM_ROLE = "ALIBABA_CLOUD_ECS_METADATA"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ class SlsConfig:
     access_key_id: str = ""  # ALIBABA_CLOUD_ACCESS_KEY_ID wins
     access_key_secret: str = ""  # ALIBABA_CLOUD_ACCESS_KEY_SECRET wins
     security_token: str = ""  # STS token; ALIBABA_CLOUD_SECURITY_TOKEN wins
+    ecs_ram_role: str = ""  # use the ECS instance RAM role instead of keys; ALIBABA_CLOUD_ECS_METADATA wins
+    ecs_metadata_url: str = "http://100.100.100.200"  # the ECS metadata service
+    ecs_imdsv1_disabled: bool = False  # hardened mode: always get a metadata token first
     auth_version: str = "v1"  # "v1" (hmac-sha1) or "v4" (SLS4-HMAC-SHA256, needs region)
     region: str = ""  # e.g. "cn-hangzhou"; required for v4
     source_ip: str = ""  # Source for loopback lines; default: the host's primary IPv4
@@ -207,6 +211,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
             ("access_key_id", ENV_ACCESS_KEY_ID),
             ("access_key_secret", ENV_ACCESS_KEY_SECRET),
             ("security_token", ENV_SECURITY_TOKEN),
+            ("ecs_ram_role", ENV_ECS_RAM_ROLE),
         )
         if env.get(var)
     }
@@ -278,10 +283,13 @@ def _validate_sls(sls: SlsConfig) -> list[str]:
         Endpoint.parse(sls.endpoint)
     except ValueError as exc:
         problems.append(f"sls.endpoint: {exc}")
-    if not sls.access_key_id:
-        problems.append(f"sls.access_key_id: missing (or set {ENV_ACCESS_KEY_ID})")
-    if not sls.access_key_secret:
-        problems.append(f"sls.access_key_secret: missing (or set {ENV_ACCESS_KEY_SECRET})")
+    if not sls.ecs_ram_role:
+        if not sls.access_key_id:
+            problems.append(f"sls.access_key_id: missing (or set {ENV_ACCESS_KEY_ID}, or use sls.ecs_ram_role)")
+        if not sls.access_key_secret:
+            problems.append(f"sls.access_key_secret: missing (or set {ENV_ACCESS_KEY_SECRET}, or use sls.ecs_ram_role)")
+    if not sls.ecs_metadata_url.startswith(("http://", "https://")):
+        problems.append("sls.ecs_metadata_url: must be an http(s) URL")
     if sls.auth_version not in ("v1", "v4"):
         problems.append("sls.auth_version: must be \"v1\" or \"v4\"")
     if sls.auth_version == "v4" and not sls.region:

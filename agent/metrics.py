@@ -62,3 +62,6 @@ DEAD_LETTER_LOGS = Counter("slsfwd_dead_letter_logs_total", "Logs rejected for g
 LOST_LINES = Counter(
     "slsfwd_lost_lines_total", "Lines the agent could not keep (memory queue at shutdown)", ["reason"]
 )
+CREDENTIAL_REFRESH_FAILURES = Counter(
+    "slsfwd_credential_refresh_failures_total", "Failed refreshes of RAM role credentials (the last good ones are kept)"
+)

@@ -28,7 +28,7 @@ from . import backoff, metrics
 from .batch import Batch, Destination
 from .deadletter import DeadLetters, decode_logs
 from .encode import compress, encode_log, group_trailer
-from .errors import Action, ShipError
+from .errors import AUTH_CODES, Action, ShipError
 from .parse import ORIGINAL_TIME_KEY, fix_time
 from .selflog import RateLimitedLog
 
@@ -193,7 +193,7 @@ class Shipper:
             return
         if error.action is Action.HOLD:
             self._hold(dest, error)
-            if self._refresh_credentials is not None:
+            if self._refresh_credentials is not None and error.code in AUTH_CODES:
                 await self._refresh_credentials()
             await self._sleep(backoff.HOLD_INTERVAL_S)
             return

@@ -120,3 +120,27 @@ async def _http_get(port: int, path: str) -> str:
     status_line, _, rest = data.decode(errors="replace").partition("\r\n")
     body = rest.partition("\r\n\r\n")[2]
     return status_line.split(" ", 1)[1] + "\n" + body
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault.error(400, "PostBodyTooLarge"),
+        Fault.error(400, "InvalidTimestamp"),
+        Fault.error(400, "InvalidEncoding"),
+        Fault.error(400, "RequestTimeExpired"),
+        Fault.error(500, "InternalServerError"),
+        Fault.error(404, "LogStoreNotExist"),
+    ],
+    ids=lambda f: f.error_code,
+)
+async def test_error_table_rows_deliver_everything(tmp_path: Path, fault: Fault) -> None:
+    """Each row of the error table ends with every log delivered once the service accepts it."""
+    async with PutLogsStandin() as standin:
+        standin.faults.at(0, fault)
+        async with AgentProcess(tmp_path, sls=sls_section(standin)) as agent:
+            await agent.send(lines("row", 64))
+            timeout = 45 if fault.error_code == "LogStoreNotExist" else 20  # held errors retry every 30 s
+            await standin.wait_for_logs(64, timeout=timeout)
+    assert sorted(log.contents["msg"] for log in standin.logs) == sorted(f"row {i}" for i in range(64))
+    assert not list((agent.spool_dir / "dead-letter").glob("*.jsonl"))
