@@ -34,6 +34,7 @@ from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
 from .queue import ChunkQueue, MemoryQueue
 from .receive import LineReceiver
 from .spool import DiskSpool, SpoolError
+from .sdnotify import Notifier
 from .status import StatusServer
 from .ship import PutLogsSink, Shipper, Sink
 from .transform import LineTransformer, Router
@@ -86,6 +87,7 @@ class Agent:
             self.queue, max_line_bytes=config.input.max_line_bytes, max_connections=config.input.max_connections
         )
         self.status = StatusServer(self.health_problems)
+        self.notifier = Notifier()
         self._consumer: asyncio.Task | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
@@ -157,6 +159,20 @@ class Agent:
         where = ", ".join(_format_sockname(s.getsockname()) for s in self.receiver.sockets)
         sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
         log.info("slsfwd listening on %s, shipping to %s", where, sink)
+        self.notifier.ready(self.status_line())
+        self.notifier.start_watchdog(lambda: not self.health_problems_fatal(), self.status_line)
+
+    def status_line(self) -> str:
+        problems = self.health_problems()
+        state = "; ".join(problems) if problems else "ok"
+        return (
+            f"{state}; {self.receiver.connection_count} connections, received {self.receiver.lines} lines, "
+            f"backlog {self.queue.unacked_lines()} lines"
+        )
+
+    def health_problems_fatal(self) -> bool:
+        """Problems a restart can fix: a dead consumer task. (A held credential is not one.)"""
+        return self._consumer is not None and self._consumer.done()
 
     def health_problems(self) -> list[str]:
         problems = []
@@ -248,6 +264,7 @@ class Agent:
     async def shutdown(self) -> ShutdownReport:
         deadline = time.monotonic() + self.config.shutdown_timeout_s
         log.info("shutting down: shipping what is held (up to %.0f s)", self.config.shutdown_timeout_s)
+        self.notifier.stopping()
         self.receiver.stop_accepting()
         self.receiver.close_connections()
         clean = await self._drain(deadline)
@@ -275,6 +292,7 @@ class Agent:
             )
         await self.queue.close()
         await self.status.close()
+        await self.notifier.close()
         if self.ram_role is not None:
             await self.ram_role.close()
         return report

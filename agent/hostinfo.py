@@ -25,7 +25,19 @@ def primary_ipv4(route_table: Path = Path("/proc/net/route")) -> str:
         address = interface_ipv4(interface)
         if address:
             return address
-    return "127.0.0.1"
+    return _route_source_address() or "127.0.0.1"
+
+
+def _route_source_address() -> str | None:
+    """Fallback where /proc/net is hidden (systemd's ProcSubset=pid): ask the kernel
+    which source address it would use. connect() on a UDP socket sends nothing."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("100.100.100.200", 80))  # the ECS metadata service's address
+            address = sock.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
 def default_route_interface(route_table: Path) -> str | None:

@@ -44,7 +44,7 @@ def _decode_varint(data: bytes) -> tuple[int, int]:
     raise AssertionError("truncated varint")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.integers(min_value=0, max_value=2**64 - 1))
 def test_varint_round_trip(n):
     encoded = varint(n)
@@ -85,7 +85,7 @@ def _build(logs, topic, source, tags) -> bytes:
     )
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     logs=st.lists(_LOG, max_size=10),
     topic=_TEXT,
@@ -180,7 +180,7 @@ def test_compress_is_a_raw_lz4_block(raw):
         assert prefixed != raw
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.binary(max_size=5000))
 def test_compress_round_trip(raw):
     assert lz4.block.decompress(compress(raw), uncompressed_size=len(raw)) == raw

@@ -103,7 +103,7 @@ def test_ship_error(code, status, action, label):
     assert error.request_id == "req-1"
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(code=st.text(max_size=30), status=st.none() | st.integers(min_value=100, max_value=599))
 def test_metric_label_is_low_cardinality(code, status):
     allowed = set(ERROR_CODES) | {NETWORK_ERROR, BAD_RESPONSE, "error"} | {f"http_{n}xx" for n in range(1, 6)}
@@ -142,7 +142,7 @@ def test_quota_backoff_is_never_a_tight_loop():
     assert TRANSIENT.delay(0, rand=lambda: 0.0) == 0.0  # full jitter
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     attempt=st.integers(min_value=0, max_value=200),
     r=st.floats(min_value=0.0, max_value=1.0),
@@ -255,7 +255,7 @@ def test_endpoint_parse_rejects(text):
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG: agent/putlogs.py Endpoint.parse() (line ~54) uses `parts.port or default`, so an explicit "
+        "BUG: agent/putlogs.py Endpoint.parse() (line 53) uses `parts.port or default`, so an explicit "
         "port 0 silently becomes 80/443 while host_header() keeps ':0'; it should raise ValueError "
         "(port 0 cannot be connected to) like any other out-of-range port."
     ),
@@ -438,7 +438,7 @@ def test_dead_letters_over_the_cap_are_counted_not_written(tmp_path, caplog):
     with caplog.at_level(logging.ERROR, logger="slsfwd.deadletter"):
         assert dead.write(DEST, "10.0.0.1", _logs(), "InvalidKey", "m") == 0
     assert dead.over_cap_logs == 2 and dead.written_logs == 0
-    assert list(directory.glob("*")) == [] if directory.exists() else True
+    assert not directory.exists() or not any(directory.iterdir())
     assert any("full" in r.getMessage() for r in caplog.records)
 
 

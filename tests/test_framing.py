@@ -112,7 +112,7 @@ def test_partial_last_line_is_only_returned_by_finish():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG: agent/framing.py LineFramer.finish() (line ~79-84): while the framing is undecided, "
+        "BUG: agent/framing.py LineFramer.finish() (lines 72-85): while the framing is undecided, "
         "feed() buffers leading CR/LF bytes; finish() then appends an LF to a partial that already "
         "ends with LF, so a stream of only b'\\n' yields two empty lines (b'\\n\\n'), b'\\n\\n' three."
     ),
@@ -126,7 +126,7 @@ def test_stream_of_only_line_ends(stream):
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG: agent/framing.py LineFramer.feed() (line ~59-63): while detect_octet_counting() "
+        "BUG: agent/framing.py LineFramer.feed() (lines 58-63): while detect_octet_counting() "
         "returns None, every byte is appended to _partial without a bound; a peer that sends only "
         "line ends (keep-alive newlines) grows the buffer without limit (1000 LFs -> buffered 1000 "
         "with max_line_bytes 10) instead of emitting/discarding the empty lines."
@@ -189,6 +189,23 @@ def test_lines_up_to_the_limit_are_untouched(length):
         assert feed_all(framer, reads, check_buffer=LIMIT) == line + b"\n" + line + b"\n"
         assert framer.stats.truncated_lines == 0
         assert framer.stats.discarded_bytes == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG (stats only): agent/framing.py counts the line terminator against max_line_bytes: "
+        "_cut_long_lines() (line 136) measures a CRLF line before folding, and _feed_octet() (line 172) "
+        "compares the frame count including the template's trailing LF; a line whose content is exactly "
+        "max_line_bytes loses nothing but is counted in truncated_lines (and 1-2 discarded_bytes)."
+    ),
+)
+@pytest.mark.parametrize("stream", [b"abcde\r\nxy\n", b"6 abcde\n3 xy\n"], ids=["crlf", "octet_lf"])
+def test_line_of_exactly_the_limit_plus_terminator_is_not_truncated(stream):
+    framer = LineFramer(5)
+    assert feed_all(framer, [stream]) == b"abcde\nxy\n"
+    assert framer.stats.truncated_lines == 0
+    assert framer.stats.discarded_bytes == 0
 
 
 def test_several_long_lines_in_one_read_are_each_counted():
@@ -321,7 +338,7 @@ def test_bad_count_in_one_byte_reads_falls_back_too():
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG: agent/framing.py detect_octet_counting() skips leading CR/LF (line ~222) and decides "
+        "BUG: agent/framing.py detect_octet_counting() skips leading CR/LF (line 216) and decides "
         "octet counting, but feed()/_feed_octet() then parse the un-stripped bytes: the count is read "
         "as b'\\r\\n5', a framing error is counted and the connection falls back to LF framing, so the "
         "frame 'hello' comes out as the line '5 hello' (count kept in the data)."
@@ -361,7 +378,7 @@ def test_over_long_octet_frame_is_cut_and_the_next_frame_arrives(split):
 _LINE = st.binary(max_size=80).filter(lambda b: b"\n" not in b and not b.endswith(b"\r"))
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(
     lines=st.lists(_LINE, max_size=30),
     cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=20),
@@ -381,7 +398,7 @@ def test_random_lines_at_random_read_boundaries(lines, cuts, limit):
     assert framer.stats.truncated_lines == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     lines=st.lists(st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\n", b"_").replace(b"\r", b"_")), max_size=20),
     cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=20),
@@ -400,7 +417,7 @@ def test_random_long_lines_are_cut_to_the_limit(lines, cuts, limit):
     assert framer.stats.discarded_bytes == sum(max(0, len(line) - limit) for line in lines)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     bodies=st.lists(st.binary(min_size=1, max_size=60), max_size=15),
     cuts=st.lists(st.integers(min_value=0, max_value=1500), max_size=20),
@@ -419,3 +436,31 @@ def test_random_octet_frames_at_random_read_boundaries(bodies, cuts):
 
     assert out == b"".join(expected(body) for body in bodies)
     assert framer.stats.framing_errors == 0
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    bodies=st.lists(st.binary(min_size=1, max_size=40), max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=800), max_size=20),
+    limit=st.integers(min_value=1, max_value=30),
+)
+def test_random_octet_frames_with_a_small_limit(bodies, cuts, limit):
+    stream = b"".join(octet(body) for body in bodies)
+    bounds = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
+    reads = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    framer = LineFramer(limit)
+    out = []
+    for data in reads:
+        out.append(framer.feed(data))
+        assert framer.buffered <= limit + len(b"1234567890 ")
+    out.append(framer.finish())
+
+    def expected(body: bytes) -> bytes:
+        body = body[:limit]
+        if body.endswith(b"\n"):
+            body = body[:-1]
+        return body.rstrip(b"\r").replace(b"\n", b"#012") + b"\n"
+
+    assert b"".join(out) == b"".join(expected(body) for body in bodies)
+    assert framer.stats.truncated_lines == sum(len(body) > limit for body in bodies)
+    assert framer.stats.discarded_bytes == sum(max(0, len(body) - limit) for body in bodies)

@@ -236,7 +236,7 @@ def test_failure_reasons_are_low_cardinality_labels():
     }
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=200))
 def test_parse_line_never_raises(line):
     result = parse_line(line, build_format_table({"2.1": ("level", "method")}))
@@ -310,7 +310,7 @@ def test_fix_time(line_time, receive_time, expected):
     assert fix_time(line_time, receive_time, NOW) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     line_time=st.integers(min_value=0, max_value=2**40),
     receive_offset=st.integers(min_value=-30 * DAY, max_value=30 * DAY),
@@ -349,7 +349,7 @@ def test_make_valid_utf8(data, expected, repaired):
     assert make_valid_utf8(data) == (expected, repaired)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=100))
 def test_make_valid_utf8_always_decodes(data):
     fixed, repaired = make_valid_utf8(data)

@@ -171,7 +171,7 @@ _GEN_LINE = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(lines=st.lists(_GEN_LINE, max_size=25), peer=st.sampled_from(["127.0.0.1", "::1", "10.0.0.7"]))
 def test_generated_lines_match_the_reference(lines, peer):
     formats = {"2.1": ("level", "method")}
@@ -191,7 +191,7 @@ def test_generated_lines_match_the_reference(lines, peer):
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "BUG: agent/transform.py LineTransformer.process() (line ~112) sends every 11-field '0.1' line "
+        "BUG: agent/transform.py LineTransformer.process() (line 115) sends every 11-field '0.1' line "
         "through the fast path with the built-in 0.1 fields, ignoring a user format for version '0.1' "
         "that build_format_table() documents as winning (and config.validate() accepts); encode_line() "
         "uses the user's fields, so the two paths disagree."
@@ -352,7 +352,7 @@ def test_batches_close_at_max_logs(slow):
     assert msgs == [str(i).encode() for i in range(10)]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     sizes=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=40),
     max_bytes=st.integers(min_value=200, max_value=1500),
@@ -434,7 +434,7 @@ def test_two_chunks_in_one_batch():
     assert harness.done == [1, 2]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     chunks=st.lists(
         st.lists(st.sampled_from([line(), line(ip="127.0.0.2"), line(tag="nginx_tag"), b"junk", b"",
