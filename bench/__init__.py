@@ -1,0 +1,1 @@
+"""Benchmarks of slsfwd; see bench/README.md."""
