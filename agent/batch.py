@@ -12,12 +12,12 @@ and the chunk was fully read, the ticket acknowledges the chunk.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(NamedTuple):
+    """Where a batch goes. A NamedTuple: hashed in C, and it keys a dict per line change."""
+
     project: str
     logstore: str
     topic: str
@@ -63,8 +63,12 @@ class Batch:
         self._last_ticket: Ticket | None = None
 
     def add(self, log: bytes, ticket: Ticket) -> None:
+        self.hold(ticket)
         self.logs.append(log)
         self.raw_bytes += len(log)
+
+    def hold(self, ticket: Ticket) -> None:
+        """This batch will hold lines of ``ticket``'s chunk (idempotent per run of lines)."""
         if ticket is not self._last_ticket:
             ticket.hold()
             self.tickets.append(ticket)
@@ -110,8 +114,11 @@ class Batcher:
 
     def batch_for(self, dest: Destination, source: str) -> Batch:
         """The open batch for a key, for callers that add many logs in a row."""
-        batch = self._open.get((dest, source))
-        return batch if batch is not None else self._open_batch(dest, source)
+        return self.batch_for_route((dest, source))
+
+    def batch_for_route(self, route: tuple[Destination, str]) -> Batch:
+        batch = self._open.get(route)
+        return batch if batch is not None else self._open_batch(*route)
 
     def close_if_full(self, batch: Batch, next_log_bytes: int = 0) -> bool:
         if (

@@ -130,7 +130,7 @@ def loads(text: str, *, env: Mapping[str, str] | None = None, origin: str = "<co
     config = _build(Config, data, "", problems)
     if config is not None:
         config = _apply_env(config, os.environ if env is None else env)
-        problems.extend(validate(config))
+        problems.extend(validate(config, sls_table_present="sls" in data))
     if problems:
         raise ConfigError(problems)
     assert config is not None
@@ -218,7 +218,7 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
     return dataclasses.replace(config, sls=dataclasses.replace(config.sls, **overrides)) if overrides else config
 
 
-def validate(config: Config) -> list[str]:
+def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
     problems: list[str] = []
     _check_listen("input.listen", config.input.listen, problems)
     _check_listen("metrics.listen", config.metrics.listen, problems)
@@ -267,7 +267,7 @@ def validate(config: Config) -> list[str]:
         tags.add(route.tag)
         if not route.logstore:
             problems.append(f"routes[{i}].logstore: must not be empty")
-        if config.sls is None:
+        if config.sls is None and not sls_table_present:
             problems.append(f"routes[{i}]: routes need an [sls] section")
     return problems
 

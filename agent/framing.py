@@ -56,13 +56,15 @@ class LineFramer:
     def feed(self, data: bytes) -> bytes:
         """Consume ``data``; return the complete lines it finished (maybe b"")."""
         if self._octet is None:
-            self._partial += data
-            mode = detect_octet_counting(bytes(self._partial))
+            # Line ends before the first frame are empty lines: nothing to keep.
+            head = _strip_leading_line_ends(bytes(self._partial) + data)
+            self._partial.clear()
+            mode = detect_octet_counting(head)
             if mode is None:
+                self._partial += head  # at most a short digit run
                 return b""
             self._octet = mode
-            data = bytes(self._partial)
-            self._partial.clear()
+            data = head
         if self._octet:
             return self._feed_octet(data)
         return self._feed_lf(data)
@@ -102,9 +104,9 @@ class LineFramer:
             complete = data
         else:
             complete = data[: last + 1]
+        complete = _fold_crlf(complete)
         if len(complete) > self.max_line_bytes:
             complete = self._cut_long_lines(complete)
-        complete = _fold_crlf(complete)
         if last < len(data) - 1:
             head_of_long_line = self._buffer_partial(data[last + 1 :])
             if head_of_long_line:
@@ -113,7 +115,8 @@ class LineFramer:
 
     def _buffer_partial(self, data: bytes) -> bytes:
         """Keep an unfinished line; if it grew too long, return its cut head as a line."""
-        room = self.max_line_bytes - len(self._partial)
+        # The CR of a CRLF ending may arrive before its LF: it is not part of the line.
+        room = self.max_line_bytes - len(self._partial) + (1 if data.endswith(b"\r") else 0)
         if len(data) <= room:
             self._partial += data
             return b""
@@ -169,7 +172,7 @@ class LineFramer:
                 return self._octet_framing_error(out, buf[pos:])
             count = int(count_text)
             body_start = space + 1
-            if count > self.max_line_bytes:
+            if count > self.max_line_bytes + 2:  # + the template's line ending, CRLF at most
                 available = end - body_start
                 if available < self.max_line_bytes:
                     break  # wait until the part we keep has arrived
@@ -194,6 +197,10 @@ class LineFramer:
         if body.endswith(LF):
             body = body[:-1]
         body = body.rstrip(b"\r")
+        if len(body) > self.max_line_bytes:
+            self.stats.truncated_lines += 1
+            self.stats.discarded_bytes += len(body) - self.max_line_bytes
+            body = body[: self.max_line_bytes]
         if LF in body:
             # Only non-rsyslog senders put raw LF in a frame; escape it the way
             # rsyslog does, so one frame stays one line.
@@ -230,3 +237,15 @@ def _fold_crlf(complete: bytes) -> bytes:
     if b"\r\n" in complete:
         return complete.replace(b"\r\n", LF)
     return complete
+
+
+def _strip_leading_line_ends(data: bytes) -> bytes:
+    """Drop leading LF and CRLF (empty lines); a lone CR is data and stays."""
+    start = 0
+    while True:
+        if data.startswith(b"\n", start):
+            start += 1
+        elif data.startswith(b"\r\n", start):
+            start += 2
+        else:
+            return data[start:] if start else data

@@ -50,6 +50,8 @@ class Endpoint:
             raise ValueError(f"not an http(s) endpoint: {text!r}")
         if parts.path not in ("", "/"):
             raise ValueError(f"endpoint must not have a path: {text!r}")
+        if parts.port == 0:
+            raise ValueError(f"port 0 is not a port: {text!r}")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         return cls(parts.scheme, parts.hostname, port, parts.netloc)
 

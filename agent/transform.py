@@ -40,7 +40,9 @@ _FAST_VERSION = _FAST.version_bytes
 _FAST_SPLIT = _FAST.maxsplit
 _MSG_PREFIX = encode.key_prefix(MSG_KEY)
 _MSG_PREFIX_LEN = len(_MSG_PREFIX)
-_CACHE_LIMIT = 4096  # distinct field combinations kept; cleared when exceeded
+_CACHE_LIMIT = 4096  # distinct line prefixes kept per peer; cleared when exceeded
+_MAX_PEERS = 64
+_SLOW = False  # cache marker: this prefix needs the readable path
 _length_prefix = encode.length_prefix
 
 
@@ -80,7 +82,12 @@ class LineTransformer:
         self.batcher = batcher
         self.stats = TransformStats()
         self._clock = clock
-        self._heads: dict[tuple[bytes, ...], tuple[bytes, bool]] = {}
+        # peer source -> {line prefix up to msg -> (encoded head, strip space, route) or _SLOW}
+        self._heads: dict[str, dict[bytes, object]] = {}
+        self._routes: dict[tuple[Destination, str], tuple[Destination, str]] = {}
+        self._cache_minute = -1
+        # A user format may redefine "0.1"; then every line takes the readable path.
+        self._fast_path = formats.get(_FAST_VERSION) is _FAST
         self._prefixes = {key: encode.key_prefix(key) for key in _FAST.fields}
         self._extra_prefixes = {
             key: encode.key_prefix(key) for key in (ORIGINAL_TIME_KEY, PARSE_ERROR_KEY, MSG_KEY)
@@ -92,98 +99,103 @@ class LineTransformer:
         if not payload.isascii():
             payload = self._repair_utf8(payload)
         peer_src = peer_source(peer, self.host_ip)
+        heads = self._heads_for(peer_src, now)
         lines = payload.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
-        stats = self.stats
-        stats.lines += len(lines)
+        self.stats.lines += len(lines)
 
         # Names bound locally: attribute look-ups cost on a per-line loop.
-        heads = self._heads
         batcher = self.batcher
         max_logs = batcher.max_logs
         max_bytes = batcher.max_bytes
-        router = self.router
-        msg_prefix = _MSG_PREFIX
         length_prefix = _length_prefix
-        last_ts = None
-        time_prefix = b""
-        last_route = None
-        batch = None
+        msg_prefix = _MSG_PREFIX
+        route = batch = logs = None
         for line in lines:
             parts = line.split(b" ", _FAST_SPLIT)
-            if len(parts) != 11 or parts[0] != _FAST_VERSION:
+            if len(parts) == 11:
+                msg = parts[10]
+                head = heads.get(line[: len(line) - len(msg)])
+                if head is None:
+                    head = self._new_head(line[: len(line) - len(msg)], parts, heads, now, peer_src)
+            else:
+                head = _SLOW
+            if head is _SLOW:
                 if line:
                     self._slow_line(line, received_at, now, peer_src, ticket)
-                    last_route = None  # the slow path may have closed our batch
+                    route = None  # the slow path may have closed our batch
                 else:
-                    stats.empty_lines += 1
+                    self.stats.empty_lines += 1
                 continue
-            ts = parts[2]
-            if ts != last_ts:
-                time_prefix = self._time_prefix(ts, received_at, now)
-                last_ts = ts
-            if time_prefix is None:
-                self._slow_line(line, received_at, now, peer_src, ticket)
-                last_route = None
-                continue
-            route = (parts[1], parts[3])
-            if route != last_route:
-                dest = router.destination(parts[1])
-                source = resolve_source(parts[3], peer_src)
-                batch = batcher.batch_for(dest, source)
-                last_route = route
-            head = (parts[4], parts[5], parts[6], parts[7], parts[8], parts[9])
-            cached = heads.get(head)
-            if cached is None:
-                cached = self._encode_head(head)
-            head_bytes, strip_space = cached
-            msg = parts[10]
+            head_bytes, strip_space, head_route = head
             if strip_space and msg[:1] == b" ":
                 msg = msg[1:]
             mlen = len(msg)
             vlen = length_prefix(mlen)
-            body = b"".join(
-                (
-                    time_prefix,
-                    head_bytes,
-                    b"\x12",
-                    length_prefix(_MSG_PREFIX_LEN + len(vlen) + mlen),
-                    msg_prefix,
-                    vlen,
-                    msg,
-                )
+            content_len = _MSG_PREFIX_LEN + len(vlen) + mlen
+            clen = length_prefix(content_len)
+            log = b"".join(
+                (b"\x0a", length_prefix(len(head_bytes) + 1 + len(clen) + content_len),
+                 head_bytes, b"\x12", clen, msg_prefix, vlen, msg)
             )
-            log = b"\x0a" + length_prefix(len(body)) + body
-            if batch.raw_bytes + len(log) > max_bytes and batch.logs:
-                batcher.close_if_full(batch, len(log))
-                batch = batcher.batch_for(dest, source)
-            batch.add(log, ticket)
-            if len(batch.logs) >= max_logs:
+            size = len(log)
+            if head_route is not route:
+                route = head_route
+                batch = batcher.batch_for_route(route)
+                batch.hold(ticket)
+                logs = batch.logs
+            if batch.raw_bytes + size > max_bytes and logs:
+                batcher.close_if_full(batch, size)
+                batch = batcher.batch_for_route(route)
+                batch.hold(ticket)
+                logs = batch.logs
+            logs.append(log)
+            batch.raw_bytes += size
+            if len(logs) >= max_logs:
                 batcher.close_if_full(batch)
-                last_route = None
+                route = None
         ticket.lines = len(lines)
 
     # -- helpers off the per-line fast path -------------------------------
 
-    def _time_prefix(self, ts: bytes, received_at: int, now: int) -> bytes | None:
-        """Encoded Time field (plus orig-time content) for a line's timestamp,
-        or None to send the line through the slow path."""
-        if not ts.isdigit():
-            return None
-        unix_time, replaced = fix_time(int(ts), received_at, now)
-        if replaced:
-            return None
-        return encode.time_field(unix_time)
-
-    def _encode_head(self, head: tuple[bytes, ...]) -> tuple[bytes, bool]:
-        prefixes = self._prefixes
-        encoded = b"".join(encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, head))
-        strip_space = _FAST.strip_space_when is not None and head[_FAST.strip_space_when[0]] == _FAST.strip_space_when[1]
-        if len(self._heads) >= _CACHE_LIMIT:
+    def _heads_for(self, peer_src: str, now: int) -> dict:
+        """The head cache for a peer. Cleared every minute, so that a cached
+        time is never judged against a stale window."""
+        minute = now // 60
+        if minute != self._cache_minute or len(self._heads) > _MAX_PEERS:
             self._heads.clear()
-        self._heads[head] = (encoded, strip_space)
-        return encoded, strip_space
+            self._routes.clear()
+            self._cache_minute = minute
+        heads = self._heads.get(peer_src)
+        if heads is None:
+            heads = self._heads[peer_src] = {}
+        return heads
+
+    def _new_head(self, key: bytes, parts: list[bytes], heads: dict, now: int, peer_src: str):
+        """Everything a ``0.1`` line's prefix decides: encoded Time and fields, the
+        space rule and the route; or _SLOW for lines the readable path must take."""
+        head = self._encode_head(parts, now, peer_src)
+        if len(heads) >= _CACHE_LIMIT:
+            heads.clear()
+        heads[key] = head
+        return head
+
+    def _encode_head(self, parts: list[bytes], now: int, peer_src: str):
+        if not self._fast_path or parts[0] != _FAST_VERSION or not parts[2].isdigit():
+            return _SLOW
+        unix_time, replaced = fix_time(int(parts[2]), now, now)
+        if replaced:
+            return _SLOW
+        prefixes = self._prefixes
+        fields = parts[4:10]
+        encoded = encode.time_field(unix_time) + b"".join(
+            encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, fields)
+        )
+        index, value = _FAST.strip_space_when  # type: ignore[misc]
+        route = (self.router.destination(parts[1]), resolve_source(parts[3], peer_src))
+        route = self._routes.setdefault(route, route)  # one object per route: compared by identity
+        return (encoded, fields[index] == value, route)
 
     def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, ticket: Ticket) -> None:
         dest, source, log = self.encode_line(line, received_at, now, peer_src)

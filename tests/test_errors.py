@@ -252,14 +252,6 @@ def test_endpoint_parse_rejects(text):
         Endpoint.parse(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: agent/putlogs.py Endpoint.parse() (line 53) uses `parts.port or default`, so an explicit "
-        "port 0 silently becomes 80/443 while host_header() keeps ':0'; it should raise ValueError "
-        "(port 0 cannot be connected to) like any other out-of-range port."
-    ),
-)
 def test_endpoint_port_zero_is_rejected():
     with pytest.raises(ValueError):
         Endpoint.parse("http://127.0.0.1:0")

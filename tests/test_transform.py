@@ -188,15 +188,6 @@ def test_generated_lines_match_the_reference(lines, peer):
                 value.decode("utf-8")  # SLS would answer InvalidEncoding otherwise
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: agent/transform.py LineTransformer.process() (line 115) sends every 11-field '0.1' line "
-        "through the fast path with the built-in 0.1 fields, ignoring a user format for version '0.1' "
-        "that build_format_table() documents as winning (and config.validate() accepts); encode_line() "
-        "uses the user's fields, so the two paths disagree."
-    ),
-)
 def test_user_format_overriding_0_1_is_used_by_the_fast_path():
     formats = {"0.1": ("level", "method")}
     raw = line()
