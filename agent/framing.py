@@ -176,7 +176,8 @@ class LineFramer:
                 available = end - body_start
                 if available < self.max_line_bytes:
                     break  # wait until the part we keep has arrived
-                out.append(self._frame_to_line(buf[body_start : body_start + self.max_line_bytes]))
+                # The kept head is mid-frame: its trailing CR/LF bytes are data, not a line ending.
+                out.append(self._frame_to_line(buf[body_start : body_start + self.max_line_bytes], ending=False))
                 self.stats.truncated_lines += 1
                 skip_total = count - self.max_line_bytes
                 skip_now = min(skip_total, end - body_start - self.max_line_bytes)
@@ -192,11 +193,12 @@ class LineFramer:
             self._partial += buf[pos:]
         return b"".join(out)
 
-    def _frame_to_line(self, body: bytes) -> bytes:
-        # The template ends each message with LF; an octet-counted frame keeps it.
-        if body.endswith(LF):
-            body = body[:-1]
-        body = body.rstrip(b"\r")
+    def _frame_to_line(self, body: bytes, ending: bool = True) -> bytes:
+        if ending:
+            # The template ends each message with LF; an octet-counted frame keeps it.
+            if body.endswith(LF):
+                body = body[:-1]
+            body = body.rstrip(b"\r")
         if len(body) > self.max_line_bytes:
             self.stats.truncated_lines += 1
             self.stats.discarded_bytes += len(body) - self.max_line_bytes

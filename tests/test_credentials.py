@@ -474,6 +474,28 @@ async def test_agent_ships_with_ram_role_credentials(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
+async def test_agent_signs_with_keys_rotated_before_expiration(tmp_path: Path) -> None:
+    async with MetadataStandin(role=ROLE, expires_in=302) as md, sts_putlogs(md) as putlogs:
+        async with AgentProcess(tmp_path, sls=role_sls(putlogs, md)) as agent:
+            await agent.send(now_lines("old", 2))
+            await putlogs.wait_for_logs(2, timeout=10)
+            old = md.credentials
+            # Rotate on both sides; the agent must fetch the new keys on its own, before Expiration.
+            gets = md.credential_gets
+            new = md.set_credentials(expires_in=3600)
+            v = putlogs.verifier
+            v.access_key_id, v.access_key_secret, v.security_token = new
+            await wait_until(lambda: md.credential_gets > gets, 6.0, "the agent's refresh before expiration")
+            await asyncio.sleep(0.3)
+            await agent.send(now_lines("new", 2))
+            await putlogs.wait_for_logs(4, timeout=10)
+    assert not putlogs.rejections
+    assert {log.contents["msg"] for log in putlogs.logs} == {"old 0", "old 1", "new 0", "new 1"}
+    text = agent.stderr_path.read_text(errors="replace") + agent.stdout()
+    assert_no_secrets(text, old[1], old[2], new[1], new[2], *md.tokens_issued)
+
+
+@pytest.mark.e2e
 async def test_agent_takes_the_role_from_the_environment(tmp_path: Path) -> None:
     async with MetadataStandin(role=ROLE, require_token=True) as md, sts_putlogs(md) as putlogs:
         sls = role_sls(putlogs, md, role=None, extra="ecs_imdsv1_disabled = true")
