@@ -120,7 +120,9 @@ class EcsRamRoleProvider(CredentialsProvider):
             self._wake.clear()
             try:
                 await self.refresh()
-            except CredentialsUnavailable as exc:
+            except Exception as exc:  # the refresh loop must outlive any bad answer
+                if not isinstance(exc, CredentialsUnavailable):
+                    metrics.CREDENTIAL_REFRESH_FAILURES.inc()
                 self._failure_log.error("RAM role credentials refresh failed, keeping the last good ones: %s", exc)
                 await asyncio.sleep(RETRY_AFTER_FAILURE_S * (0.5 + random.random()))
 
@@ -147,14 +149,14 @@ class EcsRamRoleProvider(CredentialsProvider):
         url = f"{base}{ROLE_PATH}{self.settings.role}"
         try:
             async with session.get(url, headers=headers) as response:
-                text = await response.text()
+                body = await response.read()
                 if response.status != 200:
                     raise CredentialsUnavailable(f"metadata service answered HTTP {response.status} for role {self.settings.role}")
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise CredentialsUnavailable(f"metadata service unreachable: {type(exc).__name__}") from None
         try:
-            return json.loads(text)
-        except ValueError:
+            return json.loads(body.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError included
             raise CredentialsUnavailable("metadata service answered something that is not JSON") from None
 
     async def _metadata_token(self, session: aiohttp.ClientSession, base: str) -> str | None:
@@ -163,10 +165,13 @@ class EcsRamRoleProvider(CredentialsProvider):
             async with session.put(
                 base + TOKEN_PATH, headers={"X-aliyun-ecs-metadata-token-ttl-seconds": str(TOKEN_TTL_S)}
             ) as response:
+                body = await response.read()
                 if response.status == 200:
-                    return (await response.text()).strip()
+                    token = body.decode("ascii", "strict").strip()
+                    if token:
+                        return token
                 problem = f"HTTP {response.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, UnicodeDecodeError) as exc:
             problem = type(exc).__name__
         if self.settings.imdsv1_disabled:
             raise CredentialsUnavailable(f"cannot get a metadata token (hardened mode): {problem}")
