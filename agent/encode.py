@@ -49,6 +49,23 @@ def length_prefix(n: int) -> bytes:
     return _SMALL_VARINTS[n] if n < 16384 else varint(n)
 
 
+SMALL_LENGTH_LIMIT = 16384
+
+
+def value_framing_table(prefix: bytes) -> tuple[bytes, ...]:
+    """For every value length n below SMALL_LENGTH_LIMIT: the bytes of one Contents
+    entry that precede its value (tag, entry length, key, value tag, value length).
+    The hot path then frames a message with one tuple index."""
+    return tuple(
+        _LOG_CONTENTS + length_prefix(len(prefix) + len(length_prefix(n)) + n) + prefix + length_prefix(n)
+        for n in range(SMALL_LENGTH_LIMIT)
+    )
+
+
+# ``LogGroup.Logs`` tag plus the length, for every body length below SMALL_LENGTH_LIMIT.
+LOG_ENTRY_HEADERS: tuple[bytes, ...] = tuple(_LOG_GROUP_LOGS + length_prefix(n) for n in range(SMALL_LENGTH_LIMIT))
+
+
 def key_prefix(key: str) -> bytes:
     """Precomputed ``Key`` field plus the ``Value`` tag of a Content."""
     raw = key.encode("utf-8")

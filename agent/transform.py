@@ -39,11 +39,10 @@ _FAST = BUILTIN_FORMATS["0.1"]
 _FAST_VERSION = _FAST.version_bytes
 _FAST_SPLIT = _FAST.maxsplit
 _MSG_PREFIX = encode.key_prefix(MSG_KEY)
-_MSG_PREFIX_LEN = len(_MSG_PREFIX)
+_MSG_FRAMING = encode.value_framing_table(_MSG_PREFIX)
 _CACHE_LIMIT = 4096  # distinct line prefixes kept per peer; cleared when exceeded
 _MAX_PEERS = 64
 _SLOW = False  # cache marker: this prefix needs the readable path
-_length_prefix = encode.length_prefix
 
 
 @dataclass(slots=True)
@@ -109,9 +108,11 @@ class LineTransformer:
         batcher = self.batcher
         max_logs = batcher.max_logs
         max_bytes = batcher.max_bytes
-        length_prefix = _length_prefix
-        msg_prefix = _MSG_PREFIX
+        msg_framing = _MSG_FRAMING
+        entry_headers = encode.LOG_ENTRY_HEADERS
+        small = encode.SMALL_LENGTH_LIMIT
         route = batch = logs = None
+        used = 0
         for line in lines:
             parts = line.split(b" ", _FAST_SPLIT)
             if len(parts) == 11:
@@ -123,38 +124,52 @@ class LineTransformer:
                 head = _SLOW
             if head is _SLOW:
                 if line:
+                    if batch is not None:
+                        batch.raw_bytes = used
+                        batch = route = None  # the slow path may close it
                     self._slow_line(line, received_at, now, peer_src, ticket)
-                    route = None  # the slow path may have closed our batch
                 else:
                     self.stats.empty_lines += 1
                 continue
-            head_bytes, strip_space, head_route = head
+            head_bytes, strip_space, head_route, head_len = head
             if strip_space and msg[:1] == b" ":
                 msg = msg[1:]
             mlen = len(msg)
-            vlen = length_prefix(mlen)
-            content_len = _MSG_PREFIX_LEN + len(vlen) + mlen
-            clen = length_prefix(content_len)
-            log = b"".join(
-                (b"\x0a", length_prefix(len(head_bytes) + 1 + len(clen) + content_len),
-                 head_bytes, b"\x12", clen, msg_prefix, vlen, msg)
-            )
+            if mlen < small:
+                framing = msg_framing[mlen]
+                body_len = head_len + len(framing) + mlen
+                if body_len < small:
+                    log = b"".join((entry_headers[body_len], head_bytes, framing, msg))
+                else:
+                    log = encode.log_entry(head_bytes + framing + msg)
+            else:
+                log = encode.log_entry(head_bytes + encode.content(_MSG_PREFIX, msg))
             size = len(log)
+            # The open batch's byte count lives in ``used`` while we append to it;
+            # it is written back before anything else can look at the batch.
             if head_route is not route:
+                if batch is not None:
+                    batch.raw_bytes = used
                 route = head_route
                 batch = batcher.batch_for_route(route)
                 batch.hold(ticket)
                 logs = batch.logs
-            if batch.raw_bytes + size > max_bytes and logs:
+                used = batch.raw_bytes
+            if used + size > max_bytes and logs:
+                batch.raw_bytes = used
                 batcher.close_if_full(batch, size)
                 batch = batcher.batch_for_route(route)
                 batch.hold(ticket)
                 logs = batch.logs
+                used = batch.raw_bytes
             logs.append(log)
-            batch.raw_bytes += size
+            used += size
             if len(logs) >= max_logs:
+                batch.raw_bytes = used
                 batcher.close_if_full(batch)
-                route = None
+                batch = route = None
+        if batch is not None:
+            batch.raw_bytes = used
         ticket.lines = len(lines)
 
     # -- helpers off the per-line fast path -------------------------------
@@ -195,7 +210,7 @@ class LineTransformer:
         index, value = _FAST.strip_space_when  # type: ignore[misc]
         route = (self.router.destination(parts[1]), resolve_source(parts[3], peer_src))
         route = self._routes.setdefault(route, route)  # one object per route: compared by identity
-        return (encoded, fields[index] == value, route)
+        return (encoded, fields[index] == value, route, len(encoded))
 
     def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, ticket: Ticket) -> None:
         dest, source, log = self.encode_line(line, received_at, now, peer_src)

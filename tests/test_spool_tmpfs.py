@@ -104,12 +104,6 @@ async def test_real_enospc_blocks_then_resumes_when_space_is_freed(small_fs):
         await spool.close()
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason=(
-    "BUG: after the spool filled the disk, a restart cannot open it: DiskSpool.open() always creates a new "
-    "segment (agent/spool/disk.py:142 -> _open_new_segment, line 216-218) and ENOSPC escapes, so the agent "
-    "exits at start ('cannot start') and can never ship the backlog that would free the space; the lock fd "
-    "taken at line 133 also leaks"
-))
 async def test_real_enospc_backlog_is_shipped_after_a_restart(small_fs):
     root = small_fs / "spool"
     spool, _ = open_spool(root, segment_bytes=32 * 1024)
@@ -136,12 +130,6 @@ async def test_real_enospc_backlog_is_shipped_after_a_restart(small_fs):
         await spool.close()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (deadlock): when the spool itself filled the disk, acknowledging the backlog frees nothing: segments "
-    "are deleted only after the ledger is persisted (_after_persist, agent/spool/disk.py:436), and "
-    "_write_atomically (line 596) needs a new block for ledger.tmp, which fails with ENOSPC forever "
-    "(_sync_in_thread swallows it and retries), so the spool stays blocked and input paused for good"
-))
 async def test_real_enospc_freed_by_acknowledging_the_backlog(small_fs):
     """The spool filled the disk by itself: acknowledging everything must free segments and unblock it."""
     root = small_fs / "spool"

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,12 +99,16 @@ class DiskSpool:
         self.segment_bytes = segment_bytes
         self.recovery = RecoveryReport()
         self._segments: list[_Segment] = []
+        self._active: _Segment | None = None  # None only while a write error keeps us from creating it
+        self._recovered: set[Path] = set()
         self._fd = -1
         self._lock_fd = -1
         self._next_seq = 1
         self._acked_seq = 1  # every seq below is acknowledged
         self._acked_above: set[int] = set()
         self._persisted_acked_seq = 1
+        self._ledger_seq = 1  # what the ledger file says
+        self._ledger_lock = threading.Lock()
         self._totals = _Totals()  # everything not acknowledged, on disk or pending
         self._handed_out: dict[int, tuple[int, int]] = {}  # seq -> (bytes, lines)
         # Reading: chunks in memory first, then records loaded from disk.
@@ -131,17 +136,37 @@ class DiskSpool:
     def open(self) -> RecoveryReport:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._take_lock()
+        try:
+            self._recover()
+        except BaseException:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise
+        self._publish()
+        return self.recovery
+
+    def _recover(self) -> None:
         acked = self._read_ledger()
         for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
             self._recover_segment(path, acked)
-        self._acked_seq = self._persisted_acked_seq = acked
+        self._recovered = {segment.path for segment in self._segments}  # their damage is counted
+        self._acked_seq = self._persisted_acked_seq = self._ledger_seq = acked
         self._next_seq = max([acked] + [s.last_seq + 1 for s in self._segments])
+        if not (self.directory / "ledger").exists():
+            # Written now, while there is room: on a full disk it is overwritten in place.
+            try:
+                _write_atomically(self.directory / "ledger", fmt.encode_ledger(acked))
+            except OSError as exc:
+                self._error_log.error("cannot create the spool ledger yet: %s", exc)
         self._read_index = 0
         self._read_offset = fmt.SEGMENT_HEADER_SIZE
         self._mem_mode = not self._segments  # a backlog is read from disk first
-        self._open_new_segment()
-        self._publish()
-        return self.recovery
+        try:
+            self._open_new_segment(self._next_seq)
+        except OSError as exc:
+            # A full disk must not stop the agent: it can still ship the backlog, which
+            # frees space; the first append creates the segment (see _write).
+            self._note_write_error(exc)
 
     def _take_lock(self) -> None:
         self._lock_fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -211,9 +236,11 @@ class DiskSpool:
             metrics.SPOOL_CORRUPT_BYTES.labels(reason="torn").inc(torn_bytes)
             log.warning("%s: cut off a torn record at the end (%d bytes)", path, torn_bytes)
 
-    def _open_new_segment(self) -> None:
-        path = self.directory / f"{self._next_seq:020d}{SEGMENT_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    def _open_new_segment(self, first_seq: int) -> None:
+        """A new active segment, named by the seq of the first record it will hold."""
+        path = self.directory / f"{first_seq:020d}{SEGMENT_SUFFIX}"
+        # O_EXCL: a segment file is never reused; that would mix two runs' records.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             _write_all(fd, fmt.segment_header())
             os.fdatasync(fd)
@@ -225,7 +252,8 @@ class DiskSpool:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd = fd
-        self._segments.append(_Segment(self._next_seq, path))
+        self._active = _Segment(first_seq, path)
+        self._segments.append(self._active)
 
     # -- appending (ChunkQueue) -------------------------------------------
 
@@ -241,14 +269,15 @@ class DiskSpool:
 
     def _write(self, item: _Pending) -> bool:
         """Append one record to the active segment; False (nothing written) on an error."""
-        active = self._segments[-1]
-        if active.size >= self.segment_bytes and active.last_seq >= 0:
+        active = self._active
+        if active is None or (active.size >= self.segment_bytes and active.last_seq >= 0):
             try:
-                self._rotate()
+                self._rotate(item.seq)
             except OSError as exc:
                 self._note_write_error(exc)
                 return False
-            active = self._segments[-1]
+            active = self._active
+            assert active is not None
         record = fmt.encode_record(item.seq, item.received_at, item.lines, item.peer.encode(), item.payload)
         try:
             _write_all(self._fd, record)
@@ -263,11 +292,13 @@ class DiskSpool:
         if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
             self._mem.append(chunk)
             self._mem_bytes += len(item.payload)
-            self._read_index = len(self._segments) - 1
+            self._read_index = len(self._segments) - 1  # the active segment is always the last
             self._read_offset = active.size
         else:
             self._mem_mode = False  # the reader goes to disk from its position
         self._has_data.set()
+        if self._write_error is not None and not self._pending:
+            self._clear_write_error()
         return True
 
     def _after_append(self) -> None:
@@ -282,9 +313,10 @@ class DiskSpool:
                 self._has_room.clear()
         self._publish()
 
-    def _rotate(self) -> None:
-        os.fdatasync(self._fd)
-        self._open_new_segment()
+    def _rotate(self, first_seq: int) -> None:
+        if self._fd >= 0:
+            os.fdatasync(self._fd)
+        self._open_new_segment(first_seq)
 
     def _truncate_back(self, size: int) -> None:
         try:
@@ -304,6 +336,11 @@ class DiskSpool:
             self.directory, os.strerror(exc.errno or 0) or exc, WRITE_RETRY_S,
         )
 
+    def _clear_write_error(self) -> None:
+        log.info("spool writes work again")
+        self._write_error = None
+        metrics.SPOOL_WRITE_BLOCKED.set(0)
+
     def _schedule_retry(self) -> None:
         if self._retry_handle is None and not self.closed:
             loop = asyncio.get_running_loop()
@@ -317,9 +354,7 @@ class DiskSpool:
                 return
             self._pending.popleft()
         if self._write_error is not None:
-            log.info("spool writes work again")
-            self._write_error = None
-            metrics.SPOOL_WRITE_BLOCKED.set(0)
+            self._clear_write_error()
         self._after_append()
         if self._totals.bytes < self.max_bytes:
             self._has_room.set()
@@ -361,11 +396,13 @@ class DiskSpool:
         """Read the unread records of the segment at the read position; False when caught up."""
         while self._read_index < len(self._segments):
             segment = self._segments[self._read_index]
-            is_active = self._read_index == len(self._segments) - 1
+            # The newest segment is where the writer is (or will be, after a write error).
+            is_active = segment is self._active or self._read_index == len(self._segments) - 1
             if self._read_offset < segment.size:
                 data = _pread(segment.path, self._read_offset, segment.size - self._read_offset)
                 result = fmt.scan(data, 0)
-                self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
+                if segment.path not in self._recovered:  # recovery counted those already
+                    self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
                 self._disk.extend(r for r in result.records if r.seq >= self._acked_seq and r.seq not in self._acked_above)
                 self._read_offset = segment.size
                 if self._disk:
@@ -426,17 +463,38 @@ class DiskSpool:
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
-        if acked != self._persisted_acked_seq:
-            _write_atomically(self.directory / "ledger", fmt.encode_ledger(acked))
+        self._persist_ledger(acked)
+
+    def _persist_ledger(self, acked: int) -> None:
+        """Write the ledger; called from the sync thread and the loop, so serialised,
+        and never moved backwards by a slower writer."""
+        with self._ledger_lock:
+            if acked > self._ledger_seq:
+                data = fmt.encode_ledger(acked)
+                try:
+                    _write_atomically(self.directory / "ledger", data)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                        raise
+                    # A full disk cannot take a new ledger.tmp, and only a newer ledger lets
+                    # acknowledged segments be deleted to free space: overwrite in place.
+                    # The record is smaller than a sector, and its CRC catches a torn write
+                    # (then everything on disk is replayed: duplicates, never loss).
+                    _overwrite_in_place(self.directory / "ledger", data)
+                self._ledger_seq = acked
 
     def _sync_now(self) -> None:
-        os.fdatasync(self._fd)
-        self._dirty = False
+        try:
+            os.fdatasync(self._fd)
+            self._dirty = False
+        except OSError as exc:  # append() must never fail: retry in the group commit
+            self._error_log.error("spool fdatasync failed (%s); retrying", exc)
+            self._schedule_sync()
 
     def _after_persist(self, acked: int) -> None:
         self._persisted_acked_seq = acked
         # Whole segments below the durable ledger can go; never the active one.
-        while len(self._segments) > 1 and self._segments[0].last_seq < acked:
+        while self._segments and self._segments[0] is not self._active and self._segments[0].last_seq < acked:
             segment = self._segments.pop(0)
             if self._read_index == 0:  # it was read to its end: continue at the next one's start
                 self._read_offset = fmt.SEGMENT_HEADER_SIZE
@@ -482,19 +540,32 @@ class DiskSpool:
 
     def _drop_oldest(self) -> None:
         while self._totals.bytes >= self.max_bytes:
-            if len(self._segments) == 1:
+            oldest = self._segments[0] if self._segments else None
+            if oldest is None or oldest.last_seq < 0:
+                return  # nothing left on disk to drop; the rest waits in memory
+            if oldest is self._active:
                 try:
-                    self._rotate()
+                    self._rotate(self._next_seq)
                 except OSError as exc:
                     self._note_write_error(exc)
                     return
-            segment = self._segments[0]
-            self._discard_segment(segment)
+            if not self._discard_segment(oldest):
+                return
 
-    def _discard_segment(self, segment: _Segment) -> None:
-        records = fmt.scan(_pread(segment.path, 0, segment.size)).records
+    def _discard_segment(self, segment: _Segment) -> bool:
+        """Drop a whole segment: ledger first (so a failure changes nothing), then state."""
+        acked_above = {s for s in self._acked_above if s > segment.last_seq}
+        acked = max(self._acked_seq, segment.last_seq + 1)
+        while acked in acked_above:
+            acked_above.remove(acked)
+            acked += 1
+        try:
+            self._persist_ledger(acked)
+        except OSError as exc:
+            self._note_write_error(exc)
+            return False
         dropped_lines = 0
-        for record in records:
+        for record in fmt.scan(_pread(segment.path, 0, segment.size)).records:
             if record.seq < self._acked_seq or record.seq in self._acked_above:
                 continue
             self._handed_out.pop(record.seq, None)  # its ack, if it comes, is ignored
@@ -503,18 +574,13 @@ class DiskSpool:
         self._mem = collections.deque(c for c in self._mem if c.seq > segment.last_seq)
         self._mem_bytes = sum(len(c.payload) for c in self._mem)
         self._disk = collections.deque(r for r in self._disk if r.seq > segment.last_seq)
-        self._acked_above = {s for s in self._acked_above if s > segment.last_seq}
-        self._acked_seq = max(self._acked_seq, segment.last_seq + 1)
-        while self._acked_seq in self._acked_above:
-            self._acked_above.remove(self._acked_seq)
-            self._acked_seq += 1
-        self._segments.pop(0)
+        self._acked_above = acked_above
+        self._acked_seq = self._persisted_acked_seq = acked
+        self._segments.remove(segment)
         if self._read_index == 0:
             self._read_offset = fmt.SEGMENT_HEADER_SIZE
         else:
             self._read_index -= 1
-        _write_atomically(self.directory / "ledger", fmt.encode_ledger(self._acked_seq))
-        self._persisted_acked_seq = self._acked_seq
         segment.path.unlink(missing_ok=True)
         self.dropped_lines += dropped_lines
         metrics.SPOOL_DROPPED_LINES.labels(reason="spool_full").inc(dropped_lines)
@@ -522,6 +588,7 @@ class DiskSpool:
             "spool full (spool.max_bytes = %d, full_policy = drop_oldest): dropped the oldest segment, %d lines",
             self.max_bytes, dropped_lines,
         )
+        return True
 
     # -- observability -----------------------------------------------------
 
@@ -603,6 +670,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(fd)
     os.replace(tmp, path)
     _fsync_dir(path.parent)
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> None:
+    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY)  # no O_CREAT: only an existing, allocated ledger
+    try:
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -147,6 +147,9 @@ def decode_ledger(data: bytes, where: str) -> int:
         raise FormatError(f"{where}: ledger has {len(data)} bytes, expected {LEDGER_SIZE}")
     magic, version, acked_seq = LEDGER.unpack_from(data)
     (crc,) = struct.unpack_from("<I", data, LEDGER.size)
+    # The checksum first: a damaged version field is damage, not another format.
+    if zlib.crc32(data[: LEDGER.size]) != crc:
+        raise FormatError(f"{where}: ledger checksum mismatch")
     if magic != LEDGER_MAGIC:
         raise FormatError(f"{where}: not an slsfwd spool ledger")
     if version != FORMAT_VERSION:
@@ -154,6 +157,4 @@ def decode_ledger(data: bytes, where: str) -> int:
             f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
             "ship it with a matching slsfwd or move the spool directory away"
         )
-    if zlib.crc32(data[: LEDGER.size]) != crc:
-        raise FormatError(f"{where}: ledger checksum mismatch")
     return acked_seq
