@@ -83,7 +83,10 @@ class LineTransformer:
         self._clock = clock
         # peer source -> {line prefix up to msg -> (encoded head, strip space, route) or _SLOW}
         self._heads: dict[str, dict[bytes, object]] = {}
-        self._routes: dict[tuple[Destination, str], tuple[Destination, str]] = {}
+        self._routes: dict[tuple[bytes, bytes, str], tuple[Destination, str]] = {}
+        self._interned_routes: dict[tuple[Destination, str], tuple[Destination, str]] = {}
+        self._times: dict[bytes, object] = {}
+        self._fields: dict[tuple[bytes, ...], tuple[bytes, bool]] = {}
         self._cache_minute = -1
         # A user format may redefine "0.1"; then every line takes the readable path.
         self._fast_path = formats.get(_FAST_VERSION) is _FAST
@@ -175,12 +178,12 @@ class LineTransformer:
     # -- helpers off the per-line fast path -------------------------------
 
     def _heads_for(self, peer_src: str, now: int) -> dict:
-        """The head cache for a peer. Cleared every minute, so that a cached
-        time is never judged against a stale window."""
+        """The head cache for a peer. All caches are cleared every minute, so that
+        a cached time is never judged against a stale window."""
         minute = now // 60
         if minute != self._cache_minute or len(self._heads) > _MAX_PEERS:
-            self._heads.clear()
-            self._routes.clear()
+            for cache in (self._heads, self._routes, self._interned_routes, self._times, self._fields):
+                cache.clear()
             self._cache_minute = minute
         heads = self._heads.get(peer_src)
         if heads is None:
@@ -189,7 +192,9 @@ class LineTransformer:
 
     def _new_head(self, key: bytes, parts: list[bytes], heads: dict, now: int, peer_src: str):
         """Everything a ``0.1`` line's prefix decides: encoded Time and fields, the
-        space rule and the route; or _SLOW for lines the readable path must take."""
+        space rule and the route; or _SLOW for lines the readable path must take.
+        The prefix includes the timestamp, so each part has its own cache too:
+        a new second costs three look-ups, not a re-encoding."""
         head = self._encode_head(parts, now, peer_src)
         if len(heads) >= _CACHE_LIMIT:
             heads.clear()
@@ -197,20 +202,45 @@ class LineTransformer:
         return head
 
     def _encode_head(self, parts: list[bytes], now: int, peer_src: str):
-        if not self._fast_path or parts[0] != _FAST_VERSION or not parts[2].isdigit():
+        if not self._fast_path or parts[0] != _FAST_VERSION:
             return _SLOW
-        unix_time, replaced = fix_time(int(parts[2]), now, now)
-        if replaced:
+        time_bytes = self._times.get(parts[2])
+        if time_bytes is None:
+            if len(self._times) >= _CACHE_LIMIT:
+                self._times.clear()
+            time_bytes = self._times[parts[2]] = self._encode_time(parts[2], now)
+        if time_bytes is _SLOW:
             return _SLOW
+        fields = (parts[4], parts[5], parts[6], parts[7], parts[8], parts[9])
+        encoded_fields = self._fields.get(fields)
+        if encoded_fields is None:
+            encoded_fields = self._fields[fields] = self._encode_fields(fields)
+        route_key = (parts[1], parts[3], peer_src)
+        route = self._routes.get(route_key)
+        if route is None:
+            if len(self._routes) >= _CACHE_LIMIT:
+                self._routes.clear()
+                self._interned_routes.clear()
+            route = (self.router.destination(parts[1]), resolve_source(parts[3], peer_src))
+            # One object per route, so the loop compares routes by identity.
+            route = self._routes[route_key] = self._interned_routes.setdefault(route, route)
+        encoded, strip_space = encoded_fields
+        head = time_bytes + encoded
+        return (head, strip_space, route, len(head))
+
+    def _encode_time(self, ts: bytes, now: int):
+        if not ts.isdigit():
+            return _SLOW
+        unix_time, replaced = fix_time(int(ts), now, now)
+        return _SLOW if replaced else encode.time_field(unix_time)
+
+    def _encode_fields(self, fields: tuple[bytes, ...]) -> tuple[bytes, bool]:
+        if len(self._fields) >= _CACHE_LIMIT:
+            self._fields.clear()
         prefixes = self._prefixes
-        fields = parts[4:10]
-        encoded = encode.time_field(unix_time) + b"".join(
-            encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, fields)
-        )
+        encoded = b"".join(encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, fields))
         index, value = _FAST.strip_space_when  # type: ignore[misc]
-        route = (self.router.destination(parts[1]), resolve_source(parts[3], peer_src))
-        route = self._routes.setdefault(route, route)  # one object per route: compared by identity
-        return (encoded, fields[index] == value, route, len(encoded))
+        return encoded, fields[index] == value
 
     def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, ticket: Ticket) -> None:
         dest, source, log = self.encode_line(line, received_at, now, peer_src)
