@@ -32,7 +32,8 @@ test-unit: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
 
 bench: $(STAMP)
-	$(PY) -m bench.bench_hotpath
+	$(PY) -m bench.bench_hotpath --pin
+	$(PY) -m bench.bench_spool --pin
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info

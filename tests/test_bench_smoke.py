@@ -1,0 +1,25 @@
+"""The benchmarks still run and still check correctness (not timed: figures live in bench/README.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_module(*args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_hotpath_benchmark_runs_and_verifies() -> None:
+    out = run_module("bench.bench_hotpath", "--lines", "20000", "--repeat", "1")
+    assert "full / sdk-reference" in out
+
+
+def test_spool_benchmark_runs() -> None:
+    out = run_module("bench.bench_spool", "--lines", "20000", "--repeat", "1")
+    assert "append fsync_ms=200" in out
