@@ -271,9 +271,6 @@ class Agent:
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
-        if self._consumer is not None:
-            self._consumer.cancel()
-            await asyncio.gather(self._consumer, return_exceptions=True)
         cancelled = await self.shipper.cancel_all()
         await self.shipper.close()
         await self.queue.flush()
@@ -298,11 +295,19 @@ class Agent:
         return report
 
     async def _drain(self, deadline: float) -> bool:
-        while time.monotonic() < deadline:
-            if self.queue.unread == 0 and (self._consumer is None or not self._consumer.done()):
+        durable = isinstance(self.queue, DiskSpool)
+        # The memory queue must be emptied or its lines are lost; the spool keeps its
+        # backlog for the next start, so only what was already taken is shipped.
+        while not durable and time.monotonic() < deadline:
+            if self.queue.unread == 0 or self._consumer is None or self._consumer.done():
                 break
             await asyncio.sleep(0.01)
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
         self.batcher.close_all()
+        if durable:
+            self.shipper.stop_retrying()
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False

@@ -92,7 +92,6 @@ class Shipper:
         dead_letters: DeadLetters | None,
         refresh_credentials: Callable[[], Awaitable[None]] | None = None,
         signer=None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.sink = sink
         self.tags = tags
@@ -100,7 +99,6 @@ class Shipper:
         self.dead_letters = dead_letters
         self._refresh_credentials = refresh_credentials
         self._signer = signer
-        self._sleep = sleep
         self._limits: dict[tuple[str, str], AdaptiveLimit] = {}
         self._tasks: set[asyncio.Task] = set()
         self._idle = asyncio.Event()
@@ -109,6 +107,7 @@ class Shipper:
         self._hold_codes: dict[str, str] = {}
         self._retry_log = RateLimitedLog(log, interval_s=60.0)
         self.failure: BaseException | None = None
+        self._giving_up = asyncio.Event()
 
     def blocked_reasons(self) -> list[str]:
         return sorted(f"{key}: {code}" for key, code in self._hold_codes.items())
@@ -145,9 +144,26 @@ class Shipper:
     async def close(self) -> None:
         await self.sink.close()
 
+    def stop_retrying(self) -> None:
+        """Shutdown with a durable queue: a failed attempt ends its task instead of
+        waiting to retry; its logs stay unacknowledged in the spool for the next start."""
+        self._giving_up.set()
+
     async def _ship(self, batch: Batch) -> None:
-        await self._deliver(batch.dest, batch.source, batch.logs)
+        try:
+            await self._deliver(batch.dest, batch.source, batch.logs)
+        except _GiveUp:
+            return  # not released: the chunks stay unacknowledged
         batch.release()
+
+    async def _pause(self, seconds: float) -> None:
+        if self._giving_up.is_set():
+            raise _GiveUp
+        try:
+            await asyncio.wait_for(self._giving_up.wait(), seconds)
+        except asyncio.TimeoutError:
+            return
+        raise _GiveUp
 
     def _limit_for(self, dest: Destination) -> AdaptiveLimit:
         key = (dest.project, dest.logstore)
@@ -189,20 +205,20 @@ class Shipper:
         metrics.SHIP_RETRIES.labels(reason=error.action.value).inc()
         if error.action is Action.RESIGN and self._signer is not None and self._signer.correct_from(error.server_date):
             log.warning("service rejected the request time; clock offset is now %.1f s", self._signer.offset_s)
-            await self._sleep(backoff.TRANSIENT.delay(min(attempt, 3)))
+            await self._pause(backoff.TRANSIENT.delay(min(attempt, 3)))
             return
         if error.action is Action.HOLD:
             self._hold(dest, error)
             if self._refresh_credentials is not None and error.code in AUTH_CODES:
                 await self._refresh_credentials()
-            await self._sleep(backoff.HOLD_INTERVAL_S)
+            await self._pause(backoff.HOLD_INTERVAL_S)
             return
         schedule = backoff.QUOTA if error.action is Action.THROTTLE else backoff.TRANSIENT
         delay = schedule.delay(attempt)
         self._retry_log.warning(
             "PutLogs to %s/%s failed (%s), retrying %d logs in %.1f s", dest.project, dest.logstore, error, count, delay
         )
-        await self._sleep(delay)
+        await self._pause(delay)
 
     def _hold(self, dest: Destination, error: ShipError) -> None:
         key = f"{dest.project}/{dest.logstore}"
@@ -246,6 +262,10 @@ class Shipper:
         if written < len(logs):
             metrics.DEAD_LETTER_LOGS.labels(reason="cap_exceeded").inc(len(logs) - written)
         log.error("service rejected %d log(s) for good (%s); dead-lettered", len(logs), error)
+
+
+class _GiveUp(Exception):
+    """Raised inside a delivery when shutdown asked not to retry any more."""
 
 
 _HOLD_LABELS = ("Unauthorized", "SignatureNotMatch", "InvalidAccessKeyId", "ProjectNotExist", "LogStoreNotExist")
