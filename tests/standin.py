@@ -82,6 +82,7 @@ import json
 import re
 import secrets
 import signal
+import ssl
 import socket
 import struct
 import sys
@@ -595,7 +596,9 @@ class PutLogsStandin:
         port: int = 0,
         count_only: bool = False,
         region: str = "cn-hangzhou",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        self.ssl_context = ssl_context  # serve https with it
         self.host = host
         self.port = port
         self.count_only = count_only
@@ -627,7 +630,7 @@ class PutLogsStandin:
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.endpoint}"
 
     async def __aenter__(self) -> PutLogsStandin:
         app = web.Application(client_max_size=MAX_BODY_BYTES + 1)
@@ -638,7 +641,7 @@ class PutLogsStandin:
         app.on_response_prepare.append(_add_request_id)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()
         self.port = self._runner.addresses[0][1]
         return self
