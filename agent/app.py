@@ -149,6 +149,8 @@ class Agent:
                     "spool: replaying %d unacknowledged lines (%d records) from %s",
                     report.replay_lines, report.replay_records, self.queue.directory,
                 )
+        metrics.SPOOL_MAX_BYTES.set(self.config.spool.max_bytes)
+        metrics.SPOOL_OLDEST_AGE.set_function(self._oldest_unacked_age)
         await self.status.start(*split_host_port(self.config.metrics.listen))
         if self.ram_role is not None:
             await self.ram_role.start()
@@ -173,6 +175,10 @@ class Agent:
     def health_problems_fatal(self) -> bool:
         """Problems a restart can fix: a dead consumer task. (A held credential is not one.)"""
         return self._consumer is not None and self._consumer.done()
+
+    def _oldest_unacked_age(self) -> float:
+        oldest = self.queue.oldest_unacked_received_at()
+        return 0.0 if oldest is None else max(0.0, time.time() - oldest)
 
     def health_problems(self) -> list[str]:
         problems = []

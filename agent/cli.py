@@ -1,4 +1,4 @@
-"""Command line: ``slsfwd run | check | version``. No logic of its own.
+"""Command line: ``slsfwd run | check [--live] | version | import-logtail``. No logic of its own.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage,
 130 forced exit on a second signal.
@@ -27,7 +27,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
     check = sub.add_parser("check", help="validate the config and exit (0 valid, 2 invalid)")
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    check.add_argument(
+        "--live", action="store_true",
+        help="also send one test log to the configured logstore (exit 1 if that fails, naming why)",
+    )
     sub.add_parser("version", help="print the version")
+    imp = sub.add_parser("import-logtail", help="print an slsfwd config equivalent to Logtail's streamlog settings")
+    imp.add_argument("logtail_config", type=Path, nargs="?", default=Path("/usr/local/ilogtail/ilogtail_config.json"))
     return parser
 
 
@@ -67,13 +73,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"slsfwd {__version__}")
         return EXIT_OK
+    if args.command == "import-logtail":
+        return _import_logtail(args.logtail_config)
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
     if args.command == "check":
         print(f"{args.config}: ok")
-        return EXIT_OK
+        return _check_live(config) if args.live else EXIT_OK
     return _run(config)
+
+
+def _import_logtail(path: Path) -> int:
+    from .migrate import ImportError_, load_logtail_config, to_toml
+
+    try:
+        print(to_toml(load_logtail_config(path), str(path)), end="")
+    except ImportError_ as exc:
+        print(f"slsfwd import-logtail: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print("slsfwd import-logtail: fill in sls.project and sls.logstore, then run `slsfwd check`", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_live(config: Config) -> int:
+    from .livecheck import live_check
+
+    ok, message = asyncio.run(live_check(config))
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 if __name__ == "__main__":

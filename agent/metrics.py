@@ -31,6 +31,10 @@ PARSE_ERRORS = Counter("slsfwd_parse_errors_total", "Lines that did not parse (s
 REPAIRS = Counter("slsfwd_parse_repairs_total", "Lines repaired before shipping", ["reason"])
 
 SPOOL_BYTES = Gauge("slsfwd_spool_bytes", "Bytes received and not yet acknowledged by the service")
+SPOOL_MAX_BYTES = Gauge("slsfwd_spool_max_bytes", "spool.max_bytes: the backlog at which input is paused")
+SPOOL_OLDEST_AGE = Gauge(
+    "slsfwd_spool_oldest_unacked_age_seconds", "Age of the oldest line not yet acknowledged (0 when none is pending)"
+)
 SPOOL_BACKLOG_LINES = Gauge("slsfwd_spool_backlog_lines", "Lines received and not yet acknowledged by the service")
 SPOOL_BACKLOG_CHUNKS = Gauge("slsfwd_spool_backlog_chunks", "Spool records not yet acknowledged")
 SPOOL_CORRUPT_RECORDS = Counter("slsfwd_spool_corrupt_records_total", "Spool records skipped because their CRC failed")
@@ -65,3 +69,25 @@ LOST_LINES = Counter(
 CREDENTIAL_REFRESH_FAILURES = Counter(
     "slsfwd_credential_refresh_failures_total", "Failed refreshes of RAM role credentials (the last good ones are kept)"
 )
+
+
+def _initialise_labels() -> None:
+    """Known label values start at 0, so dashboards and alerts see the series before the first event."""
+    for reason in ("unknown_version", "too_few_fields", "bad_timestamp"):
+        PARSE_ERRORS.labels(reason=reason)
+    for reason in ("invalid_utf8", "time_out_of_range"):
+        REPAIRS.labels(reason=reason)
+    for stage in ("raw", "compressed"):
+        SHIPPED_BYTES.labels(stage=stage)
+    SHIP_REQUESTS.labels(result="ok")
+    DEAD_LETTER_LOGS.labels(reason="cap_exceeded")
+    for reason in ("crc", "torn"):
+        SPOOL_CORRUPT_BYTES.labels(reason=reason)
+    for reason in ("disk_full", "io_error"):
+        SPOOL_WRITE_ERRORS.labels(reason=reason)
+    SPOOL_DROPPED_LINES.labels(reason="spool_full")
+    for reason in ("shutdown_deadline", "spool_write_error"):
+        LOST_LINES.labels(reason=reason)
+
+
+_initialise_labels()

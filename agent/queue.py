@@ -58,6 +58,8 @@ class ChunkQueue(Protocol):
 
     def unacked_lines(self) -> int: ...
 
+    def oldest_unacked_received_at(self) -> int | None: ...
+
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -69,7 +71,7 @@ class MemoryQueue:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._ready: collections.deque[Chunk] = collections.deque()
-        self._unacked: dict[int, tuple[int, int]] = {}  # seq -> (bytes, lines), taken or not
+        self._unacked: dict[int, tuple[int, int, int]] = {}  # seq -> (bytes, lines, received_at)
         self._unacked_lines = 0
         self._bytes = 0
         self._next_seq = 0
@@ -82,7 +84,7 @@ class MemoryQueue:
         self._next_seq += 1
         self._ready.append(chunk)
         lines = payload.count(b"\n")
-        self._unacked[chunk.seq] = (chunk.size, lines)
+        self._unacked[chunk.seq] = (chunk.size, lines, received_at)
         self._bytes += chunk.size
         self._unacked_lines += lines
         self._has_data.set()
@@ -125,6 +127,10 @@ class MemoryQueue:
 
     def unacked_lines(self) -> int:
         return self._unacked_lines
+
+    def oldest_unacked_received_at(self) -> int | None:
+        # Dicts keep insertion order, and seqs are appended in order.
+        return next(iter(self._unacked.values()))[2] if self._unacked else None
 
     async def flush(self) -> None:
         return None

@@ -39,6 +39,7 @@ class _Segment:
     path: Path
     size: int = fmt.SEGMENT_HEADER_SIZE
     last_seq: int = -1  # -1: no record yet
+    first_received_at: int = 0  # of its first record: bounds the age of anything unread in it
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class DiskSpool:
         self._ledger_seq = 1  # what the ledger file says
         self._ledger_lock = threading.Lock()
         self._totals = _Totals()  # everything not acknowledged, on disk or pending
-        self._handed_out: dict[int, tuple[int, int]] = {}  # seq -> (bytes, lines)
+        self._handed_out: dict[int, tuple[int, int, int]] = {}  # seq -> (bytes, lines, received_at)
         # Reading: chunks in memory first, then records loaded from disk.
         self._mem: collections.deque[Chunk] = collections.deque()
         self._mem_bytes = 0
@@ -212,6 +213,8 @@ class DiskSpool:
         report.records += len(result.records)
         self._count_damage(path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
         segment = _Segment(first_seq, path, size=len(data) - result.torn_bytes)
+        if result.records:
+            segment.first_received_at = result.records[0].received_at
         for record in result.records:
             segment.last_seq = max(segment.last_seq, record.seq)
             if record.seq >= acked:
@@ -285,6 +288,8 @@ class DiskSpool:
             self._truncate_back(active.size)
             self._note_write_error(exc)
             return False
+        if active.last_seq < 0:
+            active.first_received_at = item.received_at
         active.size += len(record)
         active.last_seq = item.seq
         self._dirty = True
@@ -374,7 +379,7 @@ class DiskSpool:
         while True:
             chunk = self._next_chunk()
             if chunk is not None:
-                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.payload.count(b"\n"))
+                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.payload.count(b"\n"), chunk.received_at)
                 return chunk
             self._has_data.clear()
             await self._has_data.wait()
@@ -417,7 +422,7 @@ class DiskSpool:
         entry = self._handed_out.pop(seq, None)
         if entry is None or seq < self._acked_seq:
             return  # dropped meanwhile (drop_oldest), or acknowledged twice
-        self._totals.remove(*entry)
+        self._totals.remove(entry[0], entry[1])
         if seq == self._acked_seq:
             self._acked_seq += 1
             while self._acked_seq in self._acked_above:
@@ -607,6 +612,18 @@ class DiskSpool:
 
     def unacked_lines(self) -> int:
         return self._totals.lines
+
+    def oldest_unacked_received_at(self) -> int | None:
+        """Receive time of the oldest line not yet acknowledged (an upper bound on its age)."""
+        if self._totals.chunks == 0:
+            return None
+        candidates = [entry[2] for entry in self._handed_out.values()]
+        for queue in (self._mem, self._disk, self._pending):
+            if queue:
+                candidates.append(queue[0].received_at)
+        if not self._mem_mode and self._read_index < len(self._segments):
+            candidates.append(self._segments[self._read_index].first_received_at)
+        return min(candidates) if candidates else None
 
     @property
     def write_error(self) -> str | None:
