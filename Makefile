@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-unit bench system-deps clean
+.PHONY: run test test-unit bench system-deps clean deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache .hypothesis build dist *.egg-info
+
+# dist/slsfwd_<version>_<arch>.deb: the agent and its dependencies in a venv at /opt/slsfwd (packaging/README.md).
+deb:
+	packaging/deb/build.sh

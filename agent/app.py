@@ -84,7 +84,10 @@ class Agent:
             clock=time.time,
         )
         self.receiver = LineReceiver(
-            self.queue, max_line_bytes=config.input.max_line_bytes, max_connections=config.input.max_connections
+            self.queue,
+            max_line_bytes=config.input.max_line_bytes,
+            max_connections=config.input.max_connections,
+            coalesce_ms=config.input.read_coalesce_ms,
         )
         self.status = StatusServer(self.health_problems)
         self.notifier = Notifier()

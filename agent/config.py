@@ -35,6 +35,7 @@ class InputConfig:
     listen: str = "127.0.0.1:11111"  # host:port; loopback unless told otherwise
     max_line_bytes: int = 1048576  # longer lines are cut here (counted)
     max_connections: int = 1024  # further connections are accepted and closed at once (counted)
+    read_coalesce_ms: int = 100  # after a small read, wait this long so the next read takes many lines; 0 = off
     formats: tuple[LineFormatConfig, ...] = ()  # user formats, as Logtail's streamlog_formats
 
 
@@ -224,6 +225,8 @@ def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
     _check_listen("metrics.listen", config.metrics.listen, problems)
     _positive("input.max_line_bytes", config.input.max_line_bytes, problems)
     _positive("input.max_connections", config.input.max_connections, problems)
+    if not 0 <= config.input.read_coalesce_ms <= 1000:
+        problems.append("input.read_coalesce_ms: must be between 0 and 1000")
     seen_versions: set[str] = set()
     for i, fmt in enumerate(config.input.formats):
         key = f"input.formats[{i}]"
