@@ -34,7 +34,9 @@ from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
 from .queue import ChunkQueue, MemoryQueue
 from .receive import LineReceiver
 from .spool import DiskSpool, SpoolError
+from .relp import RelpReceiver
 from .sdnotify import Notifier
+from .sockets import inherited_sockets, take_matching
 from .status import StatusServer
 from .ship import PutLogsSink, Shipper, Sink
 from .transform import LineTransformer, Router
@@ -88,6 +90,11 @@ class Agent:
             max_line_bytes=config.input.max_line_bytes,
             max_connections=config.input.max_connections,
             coalesce_ms=config.input.read_coalesce_ms,
+        )
+        self.relp = (
+            RelpReceiver(self.queue, max_connections=config.input.max_connections)
+            if config.input.relp_listen
+            else None
         )
         self.status = StatusServer(self.health_problems)
         self.notifier = Notifier()
@@ -157,11 +164,19 @@ class Agent:
         await self.status.start(*split_host_port(self.config.metrics.listen))
         if self.ram_role is not None:
             await self.ram_role.start()
+        inherited = inherited_sockets()
         host, port = split_host_port(self.config.input.listen)
-        await self.receiver.start(host, port)
+        await self.receiver.start(host, port, sock=take_matching(inherited, host, port))
+        if self.relp is not None:
+            relp_host, relp_port = split_host_port(self.config.input.relp_listen)
+            await self.relp.start(relp_host, relp_port, sock=take_matching(inherited, relp_host, relp_port))
+        for unused in inherited:
+            log.warning("inherited socket %s matches no listen address; ignoring it", _format_sockname(unused.getsockname()))
+            unused.close()
         self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="consume")
         self._consumer.add_done_callback(self._background_done)
-        where = ", ".join(_format_sockname(s.getsockname()) for s in self.receiver.sockets)
+        listeners = self.receiver.sockets + (self.relp.sockets if self.relp is not None else [])
+        where = ", ".join(_format_sockname(s.getsockname()) for s in listeners)
         sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
         log.info("slsfwd listening on %s, shipping to %s", where, sink)
         self.notifier.ready(self.status_line())
@@ -275,6 +290,9 @@ class Agent:
         log.info("shutting down: shipping what is held (up to %.0f s)", self.config.shutdown_timeout_s)
         self.notifier.stopping()
         self.receiver.stop_accepting()
+        if self.relp is not None:
+            self.relp.stop_accepting()
+            await self.relp.close()  # sends the serverclose hint; unacknowledged frames are resent by rsyslog
         self.receiver.close_connections()
         clean = await self._drain(deadline)
         if self._linger_timer is not None:

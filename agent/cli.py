@@ -1,4 +1,6 @@
-"""Command line: ``slsfwd run | check [--live] | version | import-logtail``. No logic of its own.
+"""Command line: ``slsfwd run | check [--live] | version | import-logtail | spool verify | dead-letter replay``.
+
+No logic of its own.
 
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage,
 130 forced exit on a second signal.
@@ -32,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also send one test log to the configured logstore (exit 1 if that fails, naming why)",
     )
     sub.add_parser("version", help="print the version")
+    spool = sub.add_parser("spool", help="spool tools")
+    spool_sub = spool.add_subparsers(dest="spool_command", required=True, metavar="TOOL")
+    verify = spool_sub.add_parser("verify", help="report the spool's health: segments, backlog, corrupt records")
+    verify.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
+    dead = sub.add_parser("dead-letter", help="dead-letter tools")
+    dead_sub = dead.add_subparsers(dest="dead_command", required=True, metavar="TOOL")
+    replay = dead_sub.add_parser("replay", help="ship dead-lettered logs again; remove those that are accepted")
+    replay.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH)
     imp = sub.add_parser("import-logtail", help="print an slsfwd config equivalent to Logtail's streamlog settings")
     imp.add_argument("logtail_config", type=Path, nargs="?", default=Path("/usr/local/ilogtail/ilogtail_config.json"))
     return parser
@@ -81,7 +91,48 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(f"{args.config}: ok")
         return _check_live(config) if args.live else EXIT_OK
+    if args.command == "spool":
+        return _spool_verify(config)
+    if args.command == "dead-letter":
+        return _dead_letter_replay(config)
     return _run(config)
+
+
+def _spool_verify(config: Config) -> int:
+    from .spool import verify
+    from .spool.format import FormatError
+
+    try:
+        report = verify(Path(config.spool.dir))
+    except (FormatError, OSError) as exc:
+        print(f"slsfwd spool verify: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    damaged = report["corrupt_records"] or report["torn_bytes"]
+    print(
+        f"spool {Path(config.spool.dir) / 'queue'}: {report['segments']} segments, {report['records']} records; "
+        f"backlog {report['backlog_lines']} lines in {report['backlog_records']} records ({report['backlog_bytes']} bytes); "
+        f"corrupt {report['corrupt_records']} records ({report['corrupt_bytes']} bytes), torn {report['torn_bytes']} bytes"
+        + ("" if damaged else "; healthy")
+    )
+    return EXIT_FAILURE if damaged else EXIT_OK
+
+
+def _dead_letter_replay(config: Config) -> int:
+    from .replay import replay
+
+    try:
+        report = asyncio.run(replay(config))
+    except ValueError as exc:
+        print(f"slsfwd dead-letter replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"dead letters: {report.files} files; {report.accepted} logs accepted and removed, "
+        f"{report.still_rejected} still rejected"
+        + ("".join(f"; {code}: {n}" for code, n in sorted(report.reasons.items())) if report.reasons else "")
+        + (f"; {report.unreadable_lines} unreadable lines kept" if report.unreadable_lines else "")
+        + (f"; {report.in_use_files} files still written by the running agent, left for later" if report.in_use_files else "")
+    )
+    return EXIT_FAILURE if report.still_rejected or report.unreadable_lines else EXIT_OK
 
 
 def _import_logtail(path: Path) -> int:

@@ -33,6 +33,7 @@ class LineFormatConfig:
 @dataclass(frozen=True)
 class InputConfig:
     listen: str = "127.0.0.1:11111"  # host:port; loopback unless told otherwise
+    relp_listen: str = ""  # host:port of the RELP input for rsyslog's omrelp, e.g. "127.0.0.1:20514"; "" = off
     max_line_bytes: int = 1048576  # longer lines are cut here (counted)
     max_connections: int = 1024  # further connections are accepted and closed at once (counted)
     read_coalesce_ms: int = 100  # after a small read, wait this long so the next read takes many lines; 0 = off
@@ -222,6 +223,10 @@ def _apply_env(config: Config, env: Mapping[str, str]) -> Config:
 def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
     problems: list[str] = []
     _check_listen("input.listen", config.input.listen, problems)
+    if config.input.relp_listen:
+        _check_listen("input.relp_listen", config.input.relp_listen, problems)
+        if config.input.relp_listen == config.input.listen:
+            problems.append("input.relp_listen: must differ from input.listen")
     _check_listen("metrics.listen", config.metrics.listen, problems)
     _positive("input.max_line_bytes", config.input.max_line_bytes, problems)
     _positive("input.max_connections", config.input.max_connections, problems)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import NamedTuple, Protocol
+from typing import Callable, NamedTuple, Protocol
 
 
 class Chunk(NamedTuple):
@@ -34,7 +34,13 @@ class Chunk(NamedTuple):
 
 
 class ChunkQueue(Protocol):
-    def append(self, received_at: int, peer: str, payload: bytes) -> None: ...
+    def append(self, received_at: int, peer: str, payload: bytes) -> int:
+        """Append a chunk; returns its seq."""
+        ...
+
+    def when_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once chunk ``seq`` survives a crash (spool: fsynced; memory: shipped)."""
+        ...
 
     @property
     def writable(self) -> bool: ...
@@ -73,13 +79,14 @@ class MemoryQueue:
         self._ready: collections.deque[Chunk] = collections.deque()
         self._unacked: dict[int, tuple[int, int, int]] = {}  # seq -> (bytes, lines, received_at)
         self._unacked_lines = 0
+        self._durable_waiters: dict[int, Callable[[], None]] = {}
         self._bytes = 0
         self._next_seq = 0
         self._has_data = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
 
-    def append(self, received_at: int, peer: str, payload: bytes) -> None:
+    def append(self, received_at: int, peer: str, payload: bytes) -> int:
         chunk = Chunk(self._next_seq, received_at, peer, payload)
         self._next_seq += 1
         self._ready.append(chunk)
@@ -90,6 +97,14 @@ class MemoryQueue:
         self._has_data.set()
         if self._bytes >= self.max_bytes:
             self._has_room.clear()
+        return chunk.seq
+
+    def when_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        # Memory survives nothing: a chunk is safe only once it was shipped (acknowledged).
+        if seq in self._unacked:
+            self._durable_waiters[seq] = callback
+        else:
+            callback()
 
     @property
     def writable(self) -> bool:
@@ -108,6 +123,9 @@ class MemoryQueue:
         entry = self._unacked.pop(seq, None)
         if entry is None:
             return
+        waiter = self._durable_waiters.pop(seq, None)
+        if waiter is not None:
+            waiter()
         self._bytes -= entry[0]
         self._unacked_lines -= entry[1]
         if self._bytes < self.max_bytes:

@@ -14,6 +14,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .. import metrics
 from ..queue import Chunk
@@ -120,6 +121,9 @@ class DiskSpool:
         self._read_index = 0  # index into _segments
         self._read_offset = fmt.SEGMENT_HEADER_SIZE
         self._pending: collections.deque[_Pending] = collections.deque()
+        self._written_seq = 0  # last seq written to a segment
+        self._durable_seq = 0  # last seq known to be on stable storage
+        self._durable_waiters: collections.deque[tuple[int, Callable[[], None]]] = collections.deque()
         self._write_error: str | None = None
         self._retry_handle: asyncio.TimerHandle | None = None
         self._sync_handle: asyncio.TimerHandle | None = None
@@ -153,6 +157,7 @@ class DiskSpool:
         self._recovered = {segment.path for segment in self._segments}  # their damage is counted
         self._acked_seq = self._persisted_acked_seq = self._ledger_seq = acked
         self._next_seq = max([acked] + [s.last_seq + 1 for s in self._segments])
+        self._written_seq = self._durable_seq = self._next_seq - 1  # recovered records are on disk
         if not (self.directory / "ledger").exists():
             # Written now, while there is room: on a full disk it is overwritten in place.
             try:
@@ -260,7 +265,7 @@ class DiskSpool:
 
     # -- appending (ChunkQueue) -------------------------------------------
 
-    def append(self, received_at: int, peer: str, payload: bytes) -> None:
+    def append(self, received_at: int, peer: str, payload: bytes) -> int:
         seq = self._next_seq
         self._next_seq += 1
         item = _Pending(seq, received_at, peer, payload, payload.count(b"\n"))
@@ -269,6 +274,23 @@ class DiskSpool:
             self._pending.append(item)
             self._schedule_retry()
         self._after_append()
+        return seq
+
+    def when_durable(self, seq: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the record ``seq`` is fsynced (RELP acknowledges then)."""
+        if seq <= self._durable_seq:
+            callback()
+        else:
+            self._durable_waiters.append((seq, callback))
+
+    def _mark_durable(self, upto: int) -> None:
+        if upto <= self._durable_seq:
+            return
+        self._durable_seq = upto
+        waiters = self._durable_waiters
+        while waiters and waiters[0][0] <= upto:
+            _, callback = waiters.popleft()
+            callback()
 
     def _write(self, item: _Pending) -> bool:
         """Append one record to the active segment; False (nothing written) on an error."""
@@ -292,6 +314,7 @@ class DiskSpool:
             active.first_received_at = item.received_at
         active.size += len(record)
         active.last_seq = item.seq
+        self._written_seq = item.seq
         self._dirty = True
         chunk = Chunk(item.seq, item.received_at, item.peer, item.payload)
         if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
@@ -451,9 +474,11 @@ class DiskSpool:
         fd = os.dup(self._fd) if self._dirty else -1
         self._dirty = False
         acked = self._acked_seq
+        written = self._written_seq  # every record up to here is in the file the sync covers
         try:
             await asyncio.to_thread(self._sync_and_persist, fd, acked)
             self._after_persist(acked)
+            self._mark_durable(written)
         except OSError as exc:
             self._dirty = True
             self._error_log.error("spool sync failed (%s); retrying", exc)
@@ -492,6 +517,7 @@ class DiskSpool:
         try:
             os.fdatasync(self._fd)
             self._dirty = False
+            self._mark_durable(self._written_seq)
         except OSError as exc:  # append() must never fail: retry in the group commit
             self._error_log.error("spool fdatasync failed (%s); retrying", exc)
             self._schedule_sync()
