@@ -27,10 +27,10 @@ from . import hostinfo, metrics
 from .batch import Batch, Batcher, Destination, Ticket
 from .config import Config, split_host_port
 from .console import ConsoleSink
-from .credentials import EcsRamRoleProvider, RamRoleSettings, static_provider
+from .credentials import EcsRamRoleProvider
 from .deadletter import DeadLetters
 from .parse import build_format_table
-from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
+from .putlogs import ClockOffsetSigner, client_for
 from .queue import ChunkQueue, MemoryQueue
 from .receive import LineReceiver
 from .spool import DiskSpool, SpoolError
@@ -118,25 +118,10 @@ class Agent:
         return DiskSpool(Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy)
 
     def _make_sink(self) -> Sink:
-        sls = self.config.sls
-        if sls is None:
+        if self.config.sls is None:
             return ConsoleSink()
-        if sls.ecs_ram_role:
-            self.ram_role = EcsRamRoleProvider(
-                RamRoleSettings(sls.ecs_ram_role, sls.ecs_metadata_url, sls.ecs_imdsv1_disabled)
-            )
-            provider = self.ram_role
-        else:
-            provider = static_provider(sls.access_key_id, sls.access_key_secret, sls.security_token)
-        self.signer = ClockOffsetSigner(provider, sls.auth_version, sls.region)
-        client = PutLogsClient(
-            Endpoint.parse(sls.endpoint),
-            self.signer,
-            timeouts=Timeouts(sls.connect_timeout_s, sls.request_timeout_s),
-            max_connections=sls.max_in_flight * 2,
-            verify_tls=sls.verify_tls,
-            ca_file=sls.ca_file or None,
-        )
+        client, self.ram_role = client_for(self.config.sls)
+        self.signer = client.signer
         return PutLogsSink(client)
 
     def _make_router(self) -> Router:

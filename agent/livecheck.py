@@ -13,10 +13,10 @@ import time
 from . import hostinfo
 from .batch import Destination
 from .config import Config
-from .credentials import CredentialsUnavailable, EcsRamRoleProvider, RamRoleSettings, static_provider
+from .credentials import CredentialsUnavailable
 from .encode import compress, encode_log, group_trailer
 from .errors import NETWORK_ERROR, ShipError
-from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
+from .putlogs import client_for
 
 _MEANING = {
     "SignatureNotMatch": "the AccessKey secret is wrong",
@@ -32,24 +32,14 @@ async def live_check(config: Config) -> tuple[bool, str]:
     sls = config.sls
     if sls is None:
         return False, "no [sls] section: nothing to check (the console sink needs no credentials)"
-    ram_role = None
-    if sls.ecs_ram_role:
-        ram_role = EcsRamRoleProvider(RamRoleSettings(sls.ecs_ram_role, sls.ecs_metadata_url, sls.ecs_imdsv1_disabled))
+    client, ram_role = client_for(sls)
+    if ram_role is not None:
         try:
             await ram_role.refresh()
         except CredentialsUnavailable as exc:
+            await client.close()
             await ram_role.close()
             return False, f"failed: RAM role {sls.ecs_ram_role}: {exc}"
-        provider = ram_role
-    else:
-        provider = static_provider(sls.access_key_id, sls.access_key_secret, sls.security_token)
-    client = PutLogsClient(
-        Endpoint.parse(sls.endpoint),
-        ClockOffsetSigner(provider, sls.auth_version, sls.region),
-        timeouts=Timeouts(sls.connect_timeout_s, sls.request_timeout_s),
-        verify_tls=sls.verify_tls,
-        ca_file=sls.ca_file or None,
-    )
     dest = Destination(sls.project, sls.logstore, sls.topic)
     host = hostinfo.hostname()
     log = encode_log(int(time.time()), [("app-name", b"slsfwd"), ("msg", f"slsfwd check --live from {host}".encode())])

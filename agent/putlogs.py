@@ -201,3 +201,25 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:300]
+
+
+def client_for(sls) -> tuple["PutLogsClient", "EcsRamRoleProvider | None"]:
+    """The PutLogs client an ``[sls]`` section describes, and its RAM role provider if it
+    uses one (the caller starts or refreshes it, and closes it)."""
+    from .credentials import EcsRamRoleProvider, RamRoleSettings, static_provider
+
+    ram_role = None
+    if sls.ecs_ram_role:
+        ram_role = EcsRamRoleProvider(RamRoleSettings(sls.ecs_ram_role, sls.ecs_metadata_url, sls.ecs_imdsv1_disabled))
+        provider = ram_role
+    else:
+        provider = static_provider(sls.access_key_id, sls.access_key_secret, sls.security_token)
+    client = PutLogsClient(
+        Endpoint.parse(sls.endpoint),
+        ClockOffsetSigner(provider, sls.auth_version, sls.region),
+        timeouts=Timeouts(sls.connect_timeout_s, sls.request_timeout_s),
+        max_connections=sls.max_in_flight * 2,
+        verify_tls=sls.verify_tls,
+        ca_file=sls.ca_file or None,
+    )
+    return client, ram_role

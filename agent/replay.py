@@ -17,11 +17,10 @@ from pathlib import Path
 from . import hostinfo
 from .batch import Destination
 from .config import Config
-from .credentials import EcsRamRoleProvider, RamRoleSettings, static_provider
 from .encode import compress, encode_log, group_trailer
 from .errors import ShipError
 from .parse import ORIGINAL_TIME_KEY, fix_time
-from .putlogs import ClockOffsetSigner, Endpoint, PutLogsClient, Timeouts
+from .putlogs import PutLogsClient, client_for
 
 MAX_BATCH_LOGS = 1024
 
@@ -44,20 +43,9 @@ async def replay(config: Config) -> ReplayReport:
     sls = config.sls
     if sls is None:
         raise ValueError("no [sls] section: nowhere to replay to")
-    provider = (
-        EcsRamRoleProvider(RamRoleSettings(sls.ecs_ram_role, sls.ecs_metadata_url, sls.ecs_imdsv1_disabled))
-        if sls.ecs_ram_role
-        else static_provider(sls.access_key_id, sls.access_key_secret, sls.security_token)
-    )
-    if isinstance(provider, EcsRamRoleProvider):
-        await provider.refresh()
-    client = PutLogsClient(
-        Endpoint.parse(sls.endpoint),
-        ClockOffsetSigner(provider, sls.auth_version, sls.region),
-        timeouts=Timeouts(sls.connect_timeout_s, sls.request_timeout_s),
-        verify_tls=sls.verify_tls,
-        ca_file=sls.ca_file or None,
-    )
+    client, ram_role = client_for(sls)
+    if ram_role is not None:
+        await ram_role.refresh()
     report = ReplayReport(reasons={})
     tags = [("__hostname__", hostinfo.hostname())]
     try:
@@ -69,8 +57,8 @@ async def replay(config: Config) -> ReplayReport:
             await _replay_file(client, path, tags, report)
     finally:
         await client.close()
-        if isinstance(provider, EcsRamRoleProvider):
-            await provider.close()
+        if ram_role is not None:
+            await ram_role.close()
     return report
 
 
