@@ -21,8 +21,8 @@ system-deps:
 
 run: $(STAMP)
 	@mkdir -p .run/spool
-	@echo "slsfwd: console sink on 127.0.0.1:11111. In another shell, send a test line:"
-	@echo "  printf '0.1 sys_tag %s 127.0.0.1 myhost user.notice 0 todo-list - -  hello from make run\n' \$$(date +%s) > /dev/tcp/127.0.0.1/11111"
+	@echo "slsfwd: console sink on 127.0.0.1:11111 (Ctrl-C stops it). In another shell, send a test line:"
+	@echo '  echo "0.1 sys_tag $$(date +%s) 127.0.0.1 myhost user.notice 0 todo-list - -  hello from make run" > /dev/tcp/127.0.0.1/11111   # bash' 
 	$(VENV)/bin/slsfwd run --config packaging/console.toml
 
 test: $(STAMP) system-deps
