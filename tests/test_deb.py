@@ -7,10 +7,11 @@ wheels from the Python package index, as CI can.
 
 from __future__ import annotations
 
+import asyncio
+import grp
 import io
 import os
 import pwd
-import grp
 import re
 import shutil
 import signal
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.standin import PutLogsStandin
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSION = re.search(r'^__version__ = "([^"]+)"$', (ROOT / "agent" / "__init__.py").read_text(), re.M).group(1)
@@ -101,6 +104,8 @@ def test_listing_has_unit_rsyslog_config_command_and_venv_python(deb: Path) -> N
     ):
         assert re.search(rf"\s{re.escape(path)}(\s|$)", listing, re.M), f"{path} not in the package"
     assert re.search(r"^-rw-r----- root/root .* \./etc/slsfwd/slsfwd\.toml$", listing, re.M), "config is not 0640"
+    if (ROOT / "systemd" / "slsfwd.socket").exists():
+        assert "./lib/systemd/system/slsfwd.socket" in listing, "the socket unit is not in the package"
 
 
 def test_control_and_conffiles(deb: Path) -> None:
@@ -119,7 +124,9 @@ def test_control_and_conffiles(deb: Path) -> None:
 
 
 def test_files_are_the_repository_s_and_the_venv_is_relocated(members: dict) -> None:
-    assert members["/lib/systemd/system/slsfwd.service#data"] == (ROOT / "systemd" / "slsfwd.service").read_bytes()
+    for unit in ("slsfwd.service", "slsfwd.socket"):
+        if (ROOT / "systemd" / unit).exists():
+            assert members[f"/lib/systemd/system/{unit}#data"] == (ROOT / "systemd" / unit).read_bytes(), unit
     assert members[CONF + "#data"] == (ROOT / "packaging" / "slsfwd.toml").read_bytes()
     snippet = members[RSYSLOG_SNIPPET + "#data"].decode()
     assert snippet.startswith((ROOT / "tests" / "data" / "80-logtail.conf").read_text()), "tutorial block not verbatim"
@@ -147,57 +154,62 @@ def test_rsyslog_snippet_and_its_better_variant_are_valid(tmp_path: Path) -> Non
         assert proc.returncode == 0, proc.stderr
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the agent exited with {proc.returncode}"
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    pytest.fail(f"the agent is not listening on {port}")
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _run_agent_as_slsfwd(workdir: Path) -> str:
-    """`slsfwd run` from the package, as the user slsfwd, console sink; one line in, one JSON log out."""
+async def _ship_through_standin_as_slsfwd(workdir: Path) -> None:
+    """`slsfwd run` from the package, as the user slsfwd, shipping one line to the PutLogs stand-in.
+
+    This goes through every bundled dependency on the shipping path (uvloop, aiohttp, lz4, the
+    SDK's signing, protobuf), where `check` and `version` import almost nothing.
+    """
     port, metrics_port = _free_port(), _free_port()
-    config = workdir / "console.toml"
-    config.write_text(
-        f'[input]\nlisten = "127.0.0.1:{port}"\n[batch]\nlinger_ms = 100\n'
-        f'[spool]\ndir = "/var/lib/slsfwd"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
-    )
-    config.chmod(0o644)
-    stdout, stderr = workdir / "agent.stdout", workdir / "agent.stderr"
+    stderr = workdir / "agent.stderr"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ALIBABA_CLOUD_", "PYTHON", "VIRTUAL_ENV"))}
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        proc = subprocess.Popen(
-            ["/usr/bin/slsfwd", "run", "--config", str(config)],
-            stdout=out, stderr=err, user="slsfwd", group="slsfwd", extra_groups=[], env=env, cwd="/",
+    async with PutLogsStandin() as standin:
+        config = workdir / "shipping.toml"
+        config.write_text(
+            f'[input]\nlisten = "127.0.0.1:{port}"\n[batch]\nlinger_ms = 100\n'
+            f'[spool]\ndir = "/var/lib/slsfwd"\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
+            f'[sls]\nendpoint = "{standin.url}"\nproject = "deb-project"\nlogstore = "deb-logstore"\n'
+            f'access_key_id = "{standin.verifier.access_key_id}"\n'
+            f'access_key_secret = "{standin.verifier.access_key_secret}"\n'
         )
-    try:
-        _wait_for_port(port, proc, time.monotonic() + 20)
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(f"0.1 sys_tag {int(time.time())} 127.0.0.1 myhost user.notice 0 deb-test - -  hello from the package\n".encode())
-        deadline = time.monotonic() + 10
-        while "hello from the package" not in stdout.read_text() and time.monotonic() < deadline:
-            time.sleep(0.1)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        config.chmod(0o644)
+        with stderr.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                "/usr/bin/slsfwd", "run", "--config", str(config),
+                stdout=subprocess.DEVNULL, stderr=err, user="slsfwd", group="slsfwd", extra_groups=[], env=env, cwd="/",
+            )
         try:
-            code = proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-    log = stdout.read_text()
-    assert "hello from the package" in log, f"no log on stdout\n--- stderr\n{stderr.read_text()[-3000:]}"
-    assert code == 0, f"exit {code} after SIGTERM\n{stderr.read_text()[-3000:]}"
-    return log
+            deadline = time.monotonic() + 20
+            while True:
+                assert proc.returncode is None, f"the agent exited with {proc.returncode}\n{stderr.read_text()[-3000:]}"
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"the agent is not listening\n{stderr.read_text()[-3000:]}"
+                    await asyncio.sleep(0.1)
+            writer.write(f"0.1 sys_tag {int(time.time())} 127.0.0.1 myhost user.notice 0 deb-test - -  hello from the package\n".encode())
+            await writer.drain()
+            writer.close()
+            await standin.wait_for_logs(1, timeout=15)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.wait_for(proc.wait(), 20)
+            except asyncio.TimeoutError:
+                proc.kill()
+                code = await proc.wait()
+        assert not standin.rejections, standin.rejections
+        [log] = standin.logs
+        assert (log.project, log.logstore, log.contents["msg"]) == ("deb-project", "deb-logstore", "hello from the package")
+        assert code == 0, f"exit {code} after SIGTERM\n{stderr.read_text()[-3000:]}"
 
 
 def _untracked_files(root: str) -> list[str]:
@@ -263,8 +275,8 @@ def test_install_check_run_and_purge(install: Path) -> None:
             assert proc.returncode == 0, (name, proc.stdout, proc.stderr)
             assert proc.stdout.strip() == f"{copy}: ok"
 
-        # The agent itself, as systemd would run it (user slsfwd), from the installed venv.
-        _run_agent_as_slsfwd(workdir)
+        # The agent itself, as systemd would run it (user slsfwd), from the installed venv, offline.
+        asyncio.run(_ship_through_standin_as_slsfwd(workdir))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     # Nothing written into /opt at run time: the shipped bytecode was used, not regenerated.

@@ -25,7 +25,7 @@ command -v dpkg-deb >/dev/null || die "dpkg-deb is missing (Debian/Ubuntu only)"
 case "$PY" in /usr/bin/*) ;; *) die "DEB_PYTHON=$PY: the venv must be made from the target's /usr/bin python3" ;; esac
 
 # python3-venv provides ensurepip on Debian; install it when missing (root) or say how.
-if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+if ! "$PY" -I -c 'import ensurepip, venv' 2>/dev/null; then
     if [ "$(id -u)" = 0 ]; then
         say "installing python3-venv"
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null \
@@ -38,8 +38,8 @@ fi
 VERSION=$(sed -n 's/^__version__ = "\([^"]*\)"$/\1/p' "$ROOT/agent/__init__.py")
 [ -n "$VERSION" ] || die "no __version__ in agent/__init__.py"
 ARCH=$(dpkg --print-architecture)
-PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-PYNEXT=$("$PY" -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
+PYVER=$("$PY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+PYNEXT=$("$PY" -I -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
 OUT="$ROOT/dist/slsfwd_${VERSION}_${ARCH}.deb"
 
 umask 022
@@ -57,23 +57,33 @@ find "$WORK/src" -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # 2. The venv, from Debian's interpreter. bin/python is a symlink to /usr/bin/python3 and
 #    pyvenv.cfg says home = /usr/bin: both already right for the target.
-"$PY" -m venv "$VENV"
+"$PY" -I -m venv "$VENV"
 VPY="$VENV/bin/python"
 
 # 3. Wheels for the project and every dependency (network), then an offline install of exactly
 #    those wheels. --isolated ignores pip's config and environment, so nothing else is mixed in;
 #    installing by name (not by path) leaves no direct_url.json pointing into the staging tree.
 #    --no-compile: bytecode is made in step 6, after relocation, with the final paths in it.
+#    python -I everywhere: neither PYTHONPATH nor the current directory (the source tree, with
+#    its egg-info from an editable install) may make pip think slsfwd is already installed.
 say "fetching and building wheels"
-"$VPY" -m pip wheel -q --wheel-dir "$WORK/wheels" "$WORK/src"
-"$VPY" -m pip install -q --isolated --disable-pip-version-check --no-compile --no-index \
+"$VPY" -I -m pip wheel -q --wheel-dir "$WORK/wheels" "$WORK/src"
+"$VPY" -I -m pip install -q --isolated --disable-pip-version-check --no-compile --no-index \
     --find-links "$WORK/wheels" "slsfwd==$VERSION"
-"$VPY" -B -c 'import agent.app, agent.cli, aiohttp, lz4.block, prometheus_client, uvloop, aliyun.log' \
+# The wheels' extension modules carry debug symbols the target cannot use (uvloop alone ~12 MiB):
+# strip them, as dh_strip does for every Debian package.
+if command -v strip >/dev/null; then
+    find "$VENV" -name '*.so*' -type f -exec strip --strip-unneeded {} +
+else
+    say "warning: strip (binutils) not found; extension modules keep their debug symbols"
+fi
+[ -x "$VENV/bin/slsfwd" ] || die "pip did not install slsfwd into the venv"
+"$VPY" -I -B -c 'import agent.app, agent.cli, aiohttp, lz4.block, prometheus_client, uvloop, aliyun.log' \
     || die "the staged venv cannot import the agent"
-"$VPY" -m pip list --isolated --disable-pip-version-check --format=freeze --exclude pip --exclude setuptools \
+"$VPY" -I -m pip list --isolated --disable-pip-version-check --format=freeze --exclude pip --exclude setuptools \
     > "$WORK/bundled.txt"
 # pip and setuptools are not needed at run time; shipping them would only add code to patch.
-"$VPY" -m pip uninstall -q -y --isolated --disable-pip-version-check pip setuptools
+"$VPY" -I -m pip uninstall -q -y --isolated --disable-pip-version-check pip setuptools
 rm -f "$VENV"/bin/pip "$VENV"/bin/pip3* "$VENV"/bin/easy_install*
 find "$VENV" -name __pycache__ -type d -prune -exec rm -rf {} +   # pip's own, written in staging
 
@@ -85,18 +95,27 @@ install -d "$PKG/usr/bin" "$PKG/lib/systemd/system" "$PKG/etc/slsfwd" "$PKG/etc/
     "$PKG/usr/share/doc/slsfwd" "$PKG/DEBIAN"
 ln -s "$PREFIX/bin/slsfwd" "$PKG/usr/bin/slsfwd"
 install -m 0644 "$ROOT/systemd/slsfwd.service" "$PKG/lib/systemd/system/slsfwd.service"
+if [ -f "$ROOT/systemd/slsfwd.socket" ]; then   # socket activation: shipped, not enabled (opt-in)
+    install -m 0644 "$ROOT/systemd/slsfwd.socket" "$PKG/lib/systemd/system/slsfwd.socket"
+fi
 install -m 0640 "$ROOT/packaging/slsfwd.toml" "$PKG/etc/slsfwd/slsfwd.toml"   # group: postinst
 install -m 0644 "$ROOT/packaging/rsyslog/80-slsfwd.conf" "$PKG/etc/rsyslog.d/80-slsfwd.conf"
 install -m 0644 "$ROOT/README.md" "$VENV/README.md"          # the unit's Documentation=
 install -m 0644 "$HERE/copyright" "$PKG/usr/share/doc/slsfwd/copyright"
 install -m 0644 "$WORK/bundled.txt" "$PKG/usr/share/doc/slsfwd/bundled-python-packages.txt"
+{   # a native package's changelog: one entry for this build
+    printf 'slsfwd (%s) unstable; urgency=medium\n\n' "$VERSION"
+    printf '  * Built from the slsfwd source tree by packaging/deb/build.sh.\n\n'
+    printf ' -- %s  %s\n' "$MAINTAINER" "$(date -R ${SOURCE_DATE_EPOCH:+-d "@$SOURCE_DATE_EPOCH"})"
+} | gzip -9n > "$PKG/usr/share/doc/slsfwd/changelog.gz"
+chmod 0644 "$PKG/usr/share/doc/slsfwd/changelog.gz"
 
 # 6. Bytecode, shipped in the package (see packaging/README.md): compiled by the target's
 #    interpreter version, with file names as installed (-s/-p), checked against the source's
 #    hash rather than its mtime (so SOURCE_DATE_EPOCH clamping or a touched file cannot
 #    leave stale or ignored caches).
 say "byte-compiling"
-"$PY" -m compileall -q -j0 -s "$PKG" -p / --invalidation-mode checked-hash "$VENV/lib" >"$WORK/compileall.log" 2>&1 || {
+"$PY" -I -m compileall -q -j0 -s "$PKG" -p / --invalidation-mode checked-hash "$VENV/lib" >"$WORK/compileall.log" 2>&1 || {
     cat "$WORK/compileall.log" >&2; die "byte-compiling failed"; }
 
 # 7. No trace of the staging tree may remain: scripts, pyvenv.cfg, RECORD files, bytecode.
@@ -107,10 +126,20 @@ fi
 head -n1 "$VENV/bin/slsfwd" | grep -qx "#!$PREFIX/bin/python" || die "bad shebang in bin/slsfwd"
 grep -qx "home = /usr/bin" "$VENV/pyvenv.cfg" || die "pyvenv.cfg does not point at /usr/bin"
 
-# 8. Control files.
+# 8. Control files. The extension modules link against libc, libgcc_s and libstdc++: ask
+#    dpkg-shlibdeps (dpkg-dev) for the versions, as a Debian source package build would.
+SHLIBS="libc6, libgcc-s1, libstdc++6"
+if command -v dpkg-shlibdeps >/dev/null; then
+    mkdir -p "$WORK/shlibs/debian"
+    printf 'Source: slsfwd\n\nPackage: slsfwd\nArchitecture: any\n' > "$WORK/shlibs/debian/control"
+    find "$VENV" -name '*.so*' -type f -print0 > "$WORK/shlibs/objects"
+    if out=$(cd "$WORK/shlibs" && xargs -0 dpkg-shlibdeps -O --warnings=0 < objects 2>/dev/null); then
+        SHLIBS=${out#shlibs:Depends=}
+    fi
+fi
 INSTALLED_SIZE=$(du -sk --apparent-size "$PKG" | cut -f1)
 sed -e "s|@VERSION@|$VERSION|" -e "s|@ARCH@|$ARCH|" -e "s|@MAINTAINER@|$MAINTAINER|" \
-    -e "s|@INSTALLED_SIZE@|$INSTALLED_SIZE|" -e "s|@PYVER@|$PYVER|" -e "s|@PYNEXT@|$PYNEXT|" \
+    -e "s|@INSTALLED_SIZE@|$INSTALLED_SIZE|" -e "s|@PYVER@|$PYVER|" -e "s|@PYNEXT@|$PYNEXT|" -e "s|@SHLIBS@|$SHLIBS|" \
     "$HERE/control.in" > "$PKG/DEBIAN/control"
 install -m 0644 "$HERE/conffiles" "$PKG/DEBIAN/conffiles"
 install -m 0755 "$HERE/postinst" "$HERE/prerm" "$HERE/postrm" "$PKG/DEBIAN/"
