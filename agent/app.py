@@ -170,10 +170,10 @@ class Agent:
     def status_line(self) -> str:
         problems = self.health_problems()
         state = "; ".join(problems) if problems else "ok"
-        return (
-            f"{state}; {self.receiver.connection_count} connections, received {self.receiver.lines} lines, "
-            f"backlog {self.queue.unacked_lines()} lines"
-        )
+        relp = self.relp
+        connections = self.receiver.connection_count + (relp.connection_count if relp else 0)
+        lines = self.receiver.lines + (relp.lines if relp else 0)
+        return f"{state}; {connections} connections, received {lines} lines, backlog {self.queue.unacked_lines()} lines"
 
     def health_problems_fatal(self) -> bool:
         """Problems a restart can fix: a dead consumer task. (A held credential is not one.)"""

@@ -70,6 +70,20 @@ CREDENTIAL_REFRESH_FAILURES = Counter(
     "slsfwd_credential_refresh_failures_total", "Failed refreshes of RAM role credentials (the last good ones are kept)"
 )
 
+RELP_FRAMES = Counter("slsfwd_relp_frames_total", "RELP frames received, by command", ["command"])
+RELP_FRAMING_ERRORS = Counter(
+    "slsfwd_relp_framing_errors_total", "RELP sessions aborted for a framing or protocol error"
+)
+RELP_DUPLICATES = Counter(
+    "slsfwd_relp_duplicates_total",
+    "syslog frames recognised as resends of frames left unacknowledged by an earlier session (still shipped)",
+)
+RELP_SESSIONS = Gauge("slsfwd_relp_sessions", "Open RELP sessions")
+RELP_ACK_TIMEOUTS = Counter(
+    "slsfwd_relp_ack_timeouts_total",
+    "RELP sessions closed unacknowledged because their data did not become durable in time (rsyslog resends)",
+)
+
 
 def _initialise_labels() -> None:
     """Known label values start at 0, so dashboards and alerts see the series before the first event."""

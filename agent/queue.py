@@ -42,6 +42,10 @@ class ChunkQueue(Protocol):
         """Call ``callback`` once chunk ``seq`` survives a crash (spool: fsynced; memory: shipped)."""
         ...
 
+    def request_sync(self) -> None:
+        """Someone waits for durability (RELP acks): sync now instead of at the next tick."""
+        ...
+
     @property
     def writable(self) -> bool: ...
 
@@ -98,6 +102,9 @@ class MemoryQueue:
         if self._bytes >= self.max_bytes:
             self._has_room.clear()
         return chunk.seq
+
+    def request_sync(self) -> None:
+        return None  # nothing to sync: memory is "durable" once shipped
 
     def when_durable(self, seq: int, callback: Callable[[], None]) -> None:
         # Memory survives nothing: a chunk is safe only once it was shipped (acknowledged).

@@ -129,6 +129,7 @@ class DiskSpool:
         self._sync_handle: asyncio.TimerHandle | None = None
         self._sync_task: asyncio.Task | None = None
         self._dirty = False
+        self._sync_urgent = False
         self._has_data = asyncio.Event()
         self._has_room = asyncio.Event()
         self._has_room.set()
@@ -460,6 +461,16 @@ class DiskSpool:
 
     # -- durability: group commit, ledger, segment deletion ----------------
 
+    def request_sync(self) -> None:
+        """Sync as soon as possible (a waiter needs durability, e.g. RELP acks); a sync
+        already running is followed by another at once, so waiters group-commit per batch."""
+        self._sync_urgent = True
+        if self._sync_task is None and not self.closed:
+            if self._sync_handle is not None:
+                self._sync_handle.cancel()
+                self._sync_handle = None
+            self._start_sync()
+
     def _schedule_sync(self) -> None:
         if self._sync_handle is None and self._sync_task is None and not self.closed:
             loop = asyncio.get_running_loop()
@@ -473,6 +484,7 @@ class DiskSpool:
     async def _sync_in_thread(self) -> None:
         fd = os.dup(self._fd) if self._dirty else -1
         self._dirty = False
+        self._sync_urgent = False
         acked = self._acked_seq
         written = self._written_seq  # every record up to here is in the file the sync covers
         try:
@@ -484,7 +496,9 @@ class DiskSpool:
             self._error_log.error("spool sync failed (%s); retrying", exc)
         finally:
             self._sync_task = None
-        if self._dirty or self._acked_seq != self._persisted_acked_seq:
+        if self._sync_urgent and not self.closed:
+            self.request_sync()
+        elif self._dirty or self._acked_seq != self._persisted_acked_seq:
             self._schedule_sync()
 
     def _sync_and_persist(self, fd: int, acked: int) -> None:
