@@ -16,6 +16,7 @@ import json
 import ssl
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
@@ -27,6 +28,9 @@ from aliyun.log.credentials import CredentialsProvider
 from . import __version__
 from .batch import Destination
 from .errors import BAD_RESPONSE, NETWORK_ERROR, ShipError
+
+if TYPE_CHECKING:
+    from .credentials import EcsRamRoleProvider
 
 API_VERSION = "0.6.0"
 USER_AGENT = f"slsfwd/{__version__}"

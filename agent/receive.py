@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from typing import Callable
 
 from . import metrics
 from .framing import FramerStats, LineFramer
+from .listener import Listener
 from .queue import ChunkQueue
 from .selflog import RateLimitedLog
 
@@ -30,7 +30,7 @@ log = logging.getLogger("slsfwd.receive")
 COALESCE_BELOW_BYTES = 16384
 
 
-class LineReceiver:
+class LineReceiver(Listener):
     def __init__(
         self,
         queue: ChunkQueue,
@@ -40,81 +40,24 @@ class LineReceiver:
         clock: Callable[[], float] = time.time,
         coalesce_ms: int = 0,
     ) -> None:
-        self.queue = queue
+        super().__init__(
+            queue, max_connections=max_connections, clock=clock,
+            connections_gauge=metrics.INPUT_CONNECTIONS, log=log, what="connection",
+        )
         self.coalesce_s = coalesce_ms / 1000.0
         self.max_line_bytes = max_line_bytes
-        self.max_connections = max_connections
-        self._clock = clock
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[_Connection] = set()
-        self._paused_since: float | None = None
-        self._resume_task: asyncio.Task | None = None
-        self._limit_log = RateLimitedLog(log, interval_s=60.0)
         self._truncation_log = RateLimitedLog(log, interval_s=60.0)
-        self.lines = 0
-        self.bytes = 0
-
-    @property
-    def sockets(self) -> list[socket.socket]:
-        return list(self._server.sockets) if self._server else []
-
-    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        if sock is not None:
-            self._server = await loop.create_server(self._make_protocol, sock=sock)
-        else:
-            self._server = await loop.create_server(self._make_protocol, host, port, reuse_address=True, backlog=1024)
-
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     def close_connections(self) -> None:
         """Flush every connection's partial line into the queue and close it."""
         for conn in list(self._connections):
             conn.flush_and_close()
 
-    @property
-    def backpressured(self) -> bool:
-        return self._paused_since is not None
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
-    # -- connection bookkeeping ------------------------------------------
-
     def _make_protocol(self) -> "_Connection":
         return _Connection(self)
 
-    def _opened(self, conn: "_Connection") -> bool:
-        if len(self._connections) >= self.max_connections:
-            self._limit_log.warning(
-                "refusing a connection from %s: input.max_connections (%d) reached", conn.peer, self.max_connections
-            )
-            return False
-        self._connections.add(conn)
-        metrics.INPUT_CONNECTIONS.set(len(self._connections))
-        if self._paused_since is not None:
-            conn.pause()
-        return True
-
-    def _closed(self, conn: "_Connection") -> None:
-        self._connections.discard(conn)
-        metrics.INPUT_CONNECTIONS.set(len(self._connections))
-
     def _deliver(self, peer: str, lines: bytes, stats: FramerStats) -> None:
-        """Append a connection's complete lines; pause everyone if the queue filled."""
-        count = lines.count(b"\n")
-        self.lines += count
-        metrics.INPUT_LINES.inc(count)
-        self.queue.append(int(self._clock()), peer, lines)
-        if not self.queue.writable and self._paused_since is None:
-            self._pause_all()
-
-    def _count(self, nbytes: int) -> None:
-        self.bytes += nbytes
-        metrics.INPUT_BYTES.inc(nbytes)
+        self._append(peer, lines)
 
     def _report_framer(self, peer: str, stats: FramerStats, before: tuple[int, int, int]) -> None:
         truncated, discarded, framing = before
@@ -130,23 +73,6 @@ class LineReceiver:
         if stats.framing_errors > framing:
             metrics.INPUT_FRAMING_ERRORS.inc(stats.framing_errors - framing)
             self._truncation_log.warning("octet-counting error from %s: reading LF-framed lines instead", peer)
-
-    # -- backpressure -----------------------------------------------------
-
-    def _pause_all(self) -> None:
-        self._paused_since = time.monotonic()
-        for conn in self._connections:
-            conn.pause()
-        self._resume_task = asyncio.get_running_loop().create_task(self._resume_when_writable())
-        log.debug("queue full: paused %d connections", len(self._connections))
-
-    async def _resume_when_writable(self) -> None:
-        await self.queue.wait_writable()
-        if self._paused_since is not None:
-            metrics.INPUT_PAUSED_SECONDS.inc(time.monotonic() - self._paused_since)
-        self._paused_since = None
-        for conn in list(self._connections):
-            conn.resume()
 
 
 class _Connection(asyncio.Protocol):
@@ -168,6 +94,8 @@ class _Connection(asyncio.Protocol):
             transport.abort()
             return
         self._open = True
+        if self.receiver.backpressured:
+            self.backpressure_changed()
 
     def data_received(self, data: bytes) -> None:
         if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s and self._coalescing is None:
@@ -177,7 +105,7 @@ class _Connection(asyncio.Protocol):
             self._coalescing = asyncio.get_running_loop().call_later(self.receiver.coalesce_s, self._coalesce_done)
         stats = self.framer.stats
         before = (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors)
-        self.receiver._count(len(data))
+        self.receiver._count_bytes(len(data))
         lines = self.framer.feed(data)
         if lines:
             self.receiver._deliver(self.peer, lines, stats)
@@ -202,13 +130,13 @@ class _Connection(asyncio.Protocol):
         if tail:
             self.receiver._deliver(self.peer, tail, self.framer.stats)
 
-    def pause(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+    def backpressure_changed(self) -> None:
+        """Paused while the queue is full; afterwards reading resumes unless a coalescing pause still runs."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.receiver.backpressured:
             self.transport.pause_reading()
-
-    def resume(self) -> None:
-        """Backpressure is over; reading resumes unless a coalescing pause still runs."""
-        if self._coalescing is None and self.transport is not None and not self.transport.is_closing():
+        elif self._coalescing is None:
             self.transport.resume_reading()
 
     def _coalesce_done(self) -> None:

@@ -87,12 +87,12 @@ import collections
 import functools
 import logging
 import re
-import socket
 import time
 from typing import Callable, Iterable, NamedTuple
 
 
 from . import metrics
+from .listener import Listener
 from .queue import ChunkQueue
 from .selflog import RateLimitedLog
 
@@ -509,7 +509,7 @@ _READING, _DRAINING, _CLOSING, _CLOSED = range(4)
 ABORT_AFTER_CLOSE_S = 5.0  # a closing session whose client reads nothing is aborted after this
 
 
-class RelpReceiver:
+class RelpReceiver(Listener):
     """Listens for omrelp; one :class:`_RelpConnection` per session. See the module docstring."""
 
     def __init__(
@@ -525,51 +525,28 @@ class RelpReceiver:
         close_grace_s: float = 1.0,
         duplicate_window_s: float = 300.0,
     ) -> None:
-        self.queue = queue
-        self.max_connections = max_connections
+        super().__init__(
+            queue, max_connections=max_connections, clock=clock,
+            connections_gauge=RELP_SESSIONS, log=log, what="RELP session",
+        )
         self.ack_timeout_s = ack_timeout_s
         self.max_unacked_frames = max_unacked_frames
         self.max_unacked_bytes = max_unacked_bytes
         self.max_datalen = max_datalen
         self.close_grace_s = close_grace_s
-        self._clock = clock
-        self._server: asyncio.AbstractServer | None = None
-        self._connections: set[_RelpConnection] = set()
-        self._paused_since: float | None = None
-        self._resume_task: asyncio.Task | None = None
         self.duplicates = DuplicateTracker(window_s=duplicate_window_s)
-        self._limit_log = RateLimitedLog(log, interval_s=60.0)
         self._error_log = RateLimitedLog(log, interval_s=60.0)
         self._timeout_log = RateLimitedLog(log, interval_s=60.0)
         self._duplicate_log = RateLimitedLog(log, interval_s=60.0)
-        self.lines = 0
-        self.bytes = 0
         self.framing_errors = 0
         self.ack_timeouts = 0
         self.duplicate_frames = 0
-
-    @property
-    def sockets(self) -> list[socket.socket]:
-        return list(self._server.sockets) if self._server else []
-
-    async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        if sock is not None:
-            self._server = await loop.create_server(self._make_protocol, sock=sock)
-        else:
-            self._server = await loop.create_server(self._make_protocol, host, port, reuse_address=True, backlog=1024)
-
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
 
     async def close(self) -> None:
         """Stop reading; give pending acknowledgements ``close_grace_s`` to go out; then send each
         session the ``serverclose`` hint and close it. What stays unacknowledged is resent by rsyslog."""
         self.stop_accepting()
-        if self._resume_task is not None:
-            self._resume_task.cancel()
-            self._resume_task = None
+        self._cancel_resume()
         loop = asyncio.get_running_loop()
         connections = list(self._connections)
         for conn in connections:
@@ -585,38 +562,17 @@ class RelpReceiver:
         for conn in list(self._connections):
             conn.abort()
 
-    @property
-    def backpressured(self) -> bool:
-        return self._paused_since is not None
-
-    @property
-    def connection_count(self) -> int:
-        return len(self._connections)
-
     # -- connection bookkeeping ------------------------------------------
 
     def _make_protocol(self) -> "_RelpConnection":
         return _RelpConnection(self)
 
-    def _opened(self, conn: "_RelpConnection") -> bool:
-        if len(self._connections) >= self.max_connections:
-            self._limit_log.warning(
-                "refusing a RELP connection from %s: input.max_connections (%d) reached",
-                conn.peer, self.max_connections,
-            )
-            return False
-        self._connections.add(conn)
-        RELP_SESSIONS.set(len(self._connections))
-        return True
-
-    def _closed(self, conn: "_RelpConnection", unacked_hashes: list[int]) -> None:
-        self._connections.discard(conn)
-        RELP_SESSIONS.set(len(self._connections))
+    def _session_closed(self, conn: "_RelpConnection", unacked_hashes: list[int]) -> None:
+        self._closed(conn)
         self.duplicates.remember(conn.peer, unacked_hashes, time.monotonic())
 
     def _received(self, conn: "_RelpConnection", nbytes: int, counts: dict[str, int]) -> None:
-        self.bytes += nbytes
-        metrics.INPUT_BYTES.inc(nbytes)
+        self._count_bytes(nbytes)
         for command, count in counts.items():
             if command in CLIENT_COMMANDS:
                 RELP_FRAMES.labels(command=command).inc(count)
@@ -633,13 +589,7 @@ class RelpReceiver:
                 "%d frames from %s resent after an earlier session broke: shipped again (at-least-once)",
                 duplicates, conn.peer,
             )
-        lines = received.payload.count(b"\n")
-        self.lines += lines
-        metrics.INPUT_LINES.inc(lines)
-        seq = self.queue.append(int(self._clock()), conn.peer, received.payload)
-        if not self.queue.writable and self._paused_since is None:
-            self._pause_all()
-        return seq
+        return self._append(conn.peer, received.payload)
 
     def _framing_error(self, conn: "_RelpConnection", reason: str) -> None:
         self.framing_errors += 1
@@ -653,22 +603,6 @@ class RelpReceiver:
             "RELP session from %s closed: %d frames not durable within %.0f s (spool blocked?); "
             "rsyslog resends them", conn.peer, frames, self.ack_timeout_s,
         )
-
-    # -- backpressure -----------------------------------------------------
-
-    def _pause_all(self) -> None:
-        self._paused_since = time.monotonic()
-        for conn in self._connections:
-            conn.update_reading()
-        self._resume_task = asyncio.get_running_loop().create_task(self._resume_when_writable())
-        log.debug("queue full: paused %d RELP sessions", len(self._connections))
-
-    async def _resume_when_writable(self) -> None:
-        await self.queue.wait_writable()
-        self._paused_since = None
-        self._resume_task = None
-        for conn in list(self._connections):
-            conn.update_reading()
 
 
 class _RelpConnection(asyncio.Protocol):
@@ -730,7 +664,7 @@ class _RelpConnection(asyncio.Protocol):
                 timer.cancel()
         self._timer = self._abort_timer = None
         if was_open:
-            self.receiver._closed(self, self.session.unacked_hashes())
+            self.receiver._session_closed(self, self.session.unacked_hashes())
 
     def pause_writing(self) -> None:
         self._write_paused = True  # the client does not read our answers: stop reading its frames
@@ -770,6 +704,9 @@ class _RelpConnection(asyncio.Protocol):
         return self._state in (_READING, _DRAINING) and self.session.oldest_unacked_since is not None
 
     # -- reading
+
+    def backpressure_changed(self) -> None:
+        self.update_reading()
 
     def update_reading(self) -> None:
         if self._state == _CLOSED or self.transport is None or self.transport.is_closing():

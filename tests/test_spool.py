@@ -297,7 +297,7 @@ def test_bit_flip_in_the_body_of_the_middle_record():
     result = fmt.scan(bytes(data))
     assert [r.seq for r in result.records] == [1, 3]
     assert (result.corrupt_records, result.corrupt_bytes, result.torn_bytes) == (1, len(r2), 0)
-    assert result.records[1].payload == f"message number 3\nsecond line of 3\n".encode()
+    assert result.records[1].payload == "message number 3\nsecond line of 3\n".encode()
 
 
 @pytest.mark.parametrize("length", [0, 5, fmt.BODY_HEADER_SIZE - 1, 60, 10_000, 0xFFFFFFF0, fmt.MAX_BODY + 1])
