@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -75,7 +76,10 @@ async def test_full_spool_blocks_the_sender_and_memory_stays_flat(tmp_path: Path
         sent = 0
         blocked = False
         rss = []
-        for block in range(200):  # up to 200 x 140 kB = 28 MB
+        # The kernel may buffer a lot (tcp_rmem autotunes up to 32 MB on these machines), so keep
+        # sending until the sender blocks: up to 600 x 140 kB = 84 MB.
+        writer.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        for block in range(600):
             writer.write(lines("bp", 1000, block * 1000))
             try:
                 await asyncio.wait_for(writer.drain(), 2)
