@@ -33,6 +33,13 @@ class FormatError(Exception):
     pass
 
 
+def _other_version(where: str, version: int) -> FormatError:
+    return FormatError(
+        f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
+        "ship it with a matching slsfwd or move the spool directory away"
+    )
+
+
 def segment_header() -> bytes:
     return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION)
 
@@ -44,10 +51,7 @@ def check_segment_header(head: bytes, where: str) -> None:
     if magic != SEGMENT_MAGIC:
         raise FormatError(f"{where}: not an slsfwd spool segment")
     if version != FORMAT_VERSION:
-        raise FormatError(
-            f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
-            "ship it with a matching slsfwd or move the spool directory away"
-        )
+        raise _other_version(where, version)
 
 
 def encode_record(seq: int, received_at: int, lines: int, peer: bytes, payload: bytes) -> bytes:
@@ -153,8 +157,5 @@ def decode_ledger(data: bytes, where: str) -> int:
     if magic != LEDGER_MAGIC:
         raise FormatError(f"{where}: not an slsfwd spool ledger")
     if version != FORMAT_VERSION:
-        raise FormatError(
-            f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
-            "ship it with a matching slsfwd or move the spool directory away"
-        )
+        raise _other_version(where, version)
     return acked_seq
