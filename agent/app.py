@@ -144,6 +144,11 @@ class Agent:
                     "spool: replaying %d unacknowledged lines (%d records) from %s",
                     report.replay_lines, report.replay_records, self.queue.directory,
                 )
+        if isinstance(self.queue, MemoryQueue):  # the disk spool binds its own gauges when opened
+            queue = self.queue
+            metrics.SPOOL_BYTES.set_function(lambda: queue.backlog_bytes)
+            metrics.SPOOL_BACKLOG_LINES.set_function(queue.unacked_lines)
+            metrics.SPOOL_BACKLOG_CHUNKS.set_function(lambda: queue.backlog_chunks)
         metrics.SPOOL_MAX_BYTES.set(self.config.spool.max_bytes)
         metrics.SPOOL_OLDEST_AGE.set_function(self._oldest_unacked_age)
         await self.status.start(*split_host_port(self.config.metrics.listen))
@@ -231,9 +236,6 @@ class Agent:
         self._in_flight_bytes -= self._in_flight.pop(seq, 0)
         if self._in_flight_bytes < READ_WINDOW_BYTES:
             self._window_open.set()
-        metrics.SPOOL_BYTES.set(self.queue.backlog_bytes)
-        metrics.SPOOL_BACKLOG_LINES.set(self.queue.unacked_lines())
-        metrics.SPOOL_BACKLOG_CHUNKS.set(self.queue.backlog_chunks)
 
     def _on_batch_closed(self, batch: Batch) -> None:
         self.shipper.submit(batch)

@@ -148,7 +148,7 @@ class DiskSpool:
             os.close(self._lock_fd)
             self._lock_fd = -1
             raise
-        self._publish()
+        self._publish()  # the gauges read the totals when scraped: nothing to do per append or ack
         return self.recovery
 
     def _recover(self) -> None:
@@ -340,7 +340,6 @@ class DiskSpool:
                 self._drop_oldest()
             if self._totals.bytes >= self.max_bytes:
                 self._has_room.clear()
-        self._publish()
 
     def _rotate(self, first_seq: int) -> None:
         if self._fd >= 0:
@@ -457,7 +456,6 @@ class DiskSpool:
         if self._totals.bytes < self.max_bytes and not self._pending:
             self._has_room.set()
         self._schedule_sync()
-        self._publish()
 
     # -- durability: group commit, ledger, segment deletion ----------------
 
@@ -670,9 +668,10 @@ class DiskSpool:
         return self._write_error
 
     def _publish(self) -> None:
-        metrics.SPOOL_BYTES.set(self._totals.bytes)
-        metrics.SPOOL_BACKLOG_LINES.set(self._totals.lines)
-        metrics.SPOOL_BACKLOG_CHUNKS.set(self._totals.chunks)
+        totals = self._totals
+        metrics.SPOOL_BYTES.set_function(lambda: totals.bytes)
+        metrics.SPOOL_BACKLOG_LINES.set_function(lambda: totals.lines)
+        metrics.SPOOL_BACKLOG_CHUNKS.set_function(lambda: totals.chunks)
 
 
 def verify(directory: Path) -> dict[str, int | str]:
