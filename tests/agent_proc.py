@@ -45,6 +45,9 @@ def sls_section(standin, *, project: str = "test-project", logstore: str = "test
 
 
 class AgentProcess:
+    # Every process started, so that a failing test cannot leave an agent running (tests/conftest.py).
+    started: list[asyncio.subprocess.Process] = []
+
     def __init__(
         self,
         workdir: Path,
@@ -92,6 +95,7 @@ class AgentProcess:
             stdout=open(self.stdout_path, "ab"), stderr=open(self.stderr_path, "ab"),
             env=self.env, cwd=self.workdir,
         )
+        AgentProcess.started.append(self.process)
         await self.wait_listening()
 
     async def wait_listening(self, timeout: float = 15.0) -> None:
