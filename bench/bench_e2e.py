@@ -93,6 +93,13 @@ class Procs:
             self.stop(proc, timeout=5.0)
 
 
+
+def stop_agent(procs, agent, workdir: Path) -> None:
+    """SIGTERM the agent; anything but a clean exit 0 fails the run."""
+    code = procs.stop(agent, timeout=30.0)
+    if code != 0:
+        raise Failure(f"slsfwd exited {code} on SIGTERM\n{tail(workdir / 'agent.stderr')}")
+
 def pinned(core: int, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(core)] + cmd  # taskset execs: the pid is the command's
 
@@ -340,9 +347,7 @@ def run_slsfwd(procs: Procs, workdir: Path, corpus: Path, n_lines: int, n_bytes:
             procs.stop(spy, signal.SIGINT, timeout=30.0)
         time.sleep(0.3)  # anything more (duplicates) would show here
         final = standin.stats()
-        code = procs.stop(agent, timeout=30.0)
-        if code != 0:
-            raise Failure(f"slsfwd exited {code} on SIGTERM\n{tail(workdir / 'agent.stderr')}")
+        stop_agent(procs, agent, workdir)
     finally:
         standin.close(procs)
     elapsed = t_done - sent["t_first"]
@@ -466,9 +471,7 @@ def run_idle(procs: Procs, workdir: Path, corpus: Path, rate: float, seconds: fl
             time.sleep(0.1)
         time.sleep(0.3)
         final = standin.stats()
-        code = procs.stop(agent, timeout=30.0)
-        if code != 0:
-            raise Failure(f"slsfwd exited {code} on SIGTERM\n{tail(workdir / 'agent.stderr')}")
+        stop_agent(procs, agent, workdir)
     finally:
         standin.close(procs)
     if final["logs"] != sent["lines"] or final["rejections"]:

@@ -340,6 +340,17 @@ def test_over_long_octet_frame_is_cut_and_the_next_frame_arrives(split):
 
 # ---------------------------------------------------------------- property
 
+def _lf_reads(lines: list[bytes], cuts: list[int]) -> list[bytes]:
+    """The LF-framed stream of ``lines``, cut into reads at ``cuts``."""
+    stream = b"".join(line + b"\n" for line in lines)
+    # A stream that starts like "12 ..." is octet-counted by design, and leading empty
+    # lines are dropped (tested above): neither is what these properties are about.
+    assume(detect_octet_counting(stream) is not True)
+    assume(not lines or lines[0] != b"")
+    bounds = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
+    return [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
 _LINE = st.binary(max_size=80).filter(lambda b: b"\n" not in b and not b.endswith(b"\r"))
 
 
@@ -350,13 +361,7 @@ _LINE = st.binary(max_size=80).filter(lambda b: b"\n" not in b and not b.endswit
     limit=st.integers(min_value=80, max_value=200),
 )
 def test_random_lines_at_random_read_boundaries(lines, cuts, limit):
-    stream = b"".join(line + b"\n" for line in lines)
-    # A stream that starts like "12 ..." is octet-counted by design; leading
-    # empty lines are covered (as known bugs) by the tests above.
-    assume(detect_octet_counting(stream) is not True)
-    assume(not lines or lines[0] != b"")
-    bounds = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
-    reads = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    reads = _lf_reads(lines, cuts)
     framer = LineFramer(limit)
     out = feed_all(framer, reads, check_buffer=limit)
     assert out.split(b"\n")[:-1] == lines
@@ -370,11 +375,7 @@ def test_random_lines_at_random_read_boundaries(lines, cuts, limit):
     limit=st.integers(min_value=1, max_value=20),
 )
 def test_random_long_lines_are_cut_to_the_limit(lines, cuts, limit):
-    stream = b"".join(line + b"\n" for line in lines)
-    assume(detect_octet_counting(stream) is not True)
-    assume(not lines or lines[0] != b"")
-    bounds = sorted({c for c in cuts if c < len(stream)} | {0, len(stream)})
-    reads = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
+    reads = _lf_reads(lines, cuts)
     framer = LineFramer(limit)
     out = feed_all(framer, reads, check_buffer=limit)
     assert out.split(b"\n")[:-1] == [line[:limit] for line in lines]
