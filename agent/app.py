@@ -44,7 +44,12 @@ from .transform import LineTransformer, Router
 log = logging.getLogger("slsfwd")
 
 FORCED_EXIT_CODE = 130
-READ_WINDOW_BYTES = 8 * 1024 * 1024
+# Encoded logs held in memory (open batches and batches being shipped). Past this the
+# consumer stops taking chunks, so that an outage leaves the backlog in the queue (on
+# disk, with the spool). It bounds memory, not unacknowledged input: a chunk stays
+# unacknowledged until its rarest route's batch lingers out, and counting that would
+# stall a busy consumer behind a nearly empty batch.
+BATCH_WINDOW_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Agent:
             dead_letters=DeadLetters(Path(config.spool.dir) / "dead-letter", config.spool.dead_letter_max_bytes),
             signer=self.signer,
             refresh_credentials=self.ram_role.force_refresh if self.ram_role else None,
+            on_batch_done=self._on_batch_done,
         )
         self.batcher = Batcher(
             max_logs=config.batch.max_logs,
@@ -101,10 +107,6 @@ class Agent:
         self._consumer: asyncio.Task | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
-        # Chunks taken from the queue and not yet acknowledged: bounded, so that an outage
-        # leaves the backlog on disk instead of in memory.
-        self._in_flight: dict[int, int] = {}
-        self._in_flight_bytes = 0
         self._window_open = asyncio.Event()
         self._published = {"parse": {}, "utf8": 0, "time": 0}
         self.failure: BaseException | None = None
@@ -217,12 +219,10 @@ class Agent:
         queue = self.queue
         transformer = self.transformer
         while True:
-            if self._in_flight_bytes >= READ_WINDOW_BYTES:
+            while self._batched_bytes() >= BATCH_WINDOW_BYTES:
                 self._window_open.clear()
                 await self._window_open.wait()
             chunk = await queue.get()
-            self._in_flight_bytes += len(chunk.payload)
-            self._in_flight[chunk.seq] = len(chunk.payload)
             ticket = Ticket(chunk.seq, self._on_chunk_done)
             transformer.process(chunk.payload, chunk.received_at, chunk.peer, ticket)
             ticket.seal()
@@ -230,11 +230,16 @@ class Agent:
             self._publish_transform_stats()
             if self.shipper.failure is not None:
                 raise RuntimeError("a shipping task failed") from self.shipper.failure
+            await asyncio.sleep(0)  # a turn for the shipper and the sockets between chunks
+
+    def _batched_bytes(self) -> int:
+        return self.shipper.pending_bytes + self.batcher.open_bytes
 
     def _on_chunk_done(self, seq: int) -> None:
         self.queue.ack(seq)
-        self._in_flight_bytes -= self._in_flight.pop(seq, 0)
-        if self._in_flight_bytes < READ_WINDOW_BYTES:
+
+    def _on_batch_done(self) -> None:
+        if self._batched_bytes() < BATCH_WINDOW_BYTES:
             self._window_open.set()
 
     def _on_batch_closed(self, batch: Batch) -> None:

@@ -145,6 +145,10 @@ class Batcher:
             self._close(batch)
 
     @property
+    def open_bytes(self) -> int:
+        return sum(b.raw_bytes for b in self._open.values())
+
+    @property
     def open_logs(self) -> int:
         return sum(len(b.logs) for b in self._open.values())
 

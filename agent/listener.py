@@ -104,7 +104,7 @@ class Listener:
         lines = payload.count(b"\n")
         self.lines += lines
         metrics.INPUT_LINES.inc(lines)
-        seq = self.queue.append(int(self._clock()), peer, payload)
+        seq = self.queue.append(int(self._clock()), peer, payload, lines)
         if not self.queue.writable and self._paused_since is None:
             self._pause_all()
         return seq

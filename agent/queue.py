@@ -27,6 +27,7 @@ class Chunk(NamedTuple):
     received_at: int  # unix seconds when the bytes were read
     peer: str  # the TCP peer's address ("" if unknown)
     payload: bytes  # complete lines, each terminated by LF
+    lines: int  # LFs in payload, counted once by whoever appended it
 
     @property
     def size(self) -> int:
@@ -34,8 +35,8 @@ class Chunk(NamedTuple):
 
 
 class ChunkQueue(Protocol):
-    def append(self, received_at: int, peer: str, payload: bytes) -> int:
-        """Append a chunk; returns its seq."""
+    def append(self, received_at: int, peer: str, payload: bytes, lines: int | None = None) -> int:
+        """Append a chunk (``lines``: its LF count, if the caller has it); returns its seq."""
         ...
 
     def when_durable(self, seq: int, callback: Callable[[], None]) -> None:
@@ -90,11 +91,12 @@ class MemoryQueue:
         self._has_room = asyncio.Event()
         self._has_room.set()
 
-    def append(self, received_at: int, peer: str, payload: bytes) -> int:
-        chunk = Chunk(self._next_seq, received_at, peer, payload)
+    def append(self, received_at: int, peer: str, payload: bytes, lines: int | None = None) -> int:
+        if lines is None:
+            lines = payload.count(b"\n")
+        chunk = Chunk(self._next_seq, received_at, peer, payload, lines)
         self._next_seq += 1
         self._ready.append(chunk)
-        lines = payload.count(b"\n")
         self._unacked[chunk.seq] = (chunk.size, lines, received_at)
         self._bytes += chunk.size
         self._unacked_lines += lines

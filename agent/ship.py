@@ -92,6 +92,7 @@ class Shipper:
         dead_letters: DeadLetters | None,
         refresh_credentials: Callable[[], Awaitable[None]] | None = None,
         signer=None,
+        on_batch_done: Callable[[], None] | None = None,
     ) -> None:
         self.sink = sink
         self.tags = tags
@@ -100,7 +101,9 @@ class Shipper:
         self._refresh_credentials = refresh_credentials
         self._signer = signer
         self._limits: dict[tuple[str, str], AdaptiveLimit] = {}
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: dict[asyncio.Task, int] = {}  # -> the batch's raw bytes
+        self.pending_bytes = 0  # raw bytes of the batches not done yet: they are in memory
+        self._on_batch_done = on_batch_done
         self._idle = asyncio.Event()
         self._idle.set()
         self._holding: dict[str, RateLimitedLog] = {}
@@ -118,14 +121,17 @@ class Shipper:
 
     def submit(self, batch: Batch) -> None:
         task = asyncio.get_running_loop().create_task(self._ship(batch), name="ship-batch")
-        self._tasks.add(task)
+        self._tasks[task] = batch.raw_bytes
+        self.pending_bytes += batch.raw_bytes
         self._idle.clear()
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
+        self.pending_bytes -= self._tasks.pop(task, 0)
         if not self._tasks:
             self._idle.set()
+        if self._on_batch_done is not None:
+            self._on_batch_done()
         if not task.cancelled() and task.exception() is not None:
             # A shipping task must never die silently: record it so the app fails loudly.
             self.failure = task.exception()

@@ -325,7 +325,7 @@ class FakeQueue:
         self._room = asyncio.Event()
         self._room.set()
 
-    def append(self, received_at: int, peer: str, payload: bytes) -> int:
+    def append(self, received_at: int, peer: str, payload: bytes, lines: int | None = None) -> int:
         self.chunks.append((received_at, peer, payload))
         return len(self.chunks) - 1
 

@@ -1025,6 +1025,66 @@ async def test_fsync_ms_zero_syncs_every_append(tmp_path, monkeypatch):
     await spool.close()
 
 
+async def test_rotation_leaves_every_sync_to_the_group_commit_thread(tmp_path, monkeypatch):
+    """Rotating segments must not block the event loop on fdatasync: the finished
+    segments, the new ones and the directory are synced by the group commit's thread."""
+    loop_thread = threading.get_ident()
+    on_loop = []
+    synced = set()
+    real_fdatasync, real_fsync = os.fdatasync, os.fsync
+
+    def fdatasync(fd):
+        if threading.get_ident() == loop_thread:
+            on_loop.append(fd)
+        synced.add(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fdatasync(fd)
+
+    def fsync(fd):
+        if threading.get_ident() == loop_thread:
+            on_loop.append(fd)
+        return real_fsync(fd)
+
+    spool, _ = open_spool(tmp_path, fsync_ms=1000, segment_bytes=2048)
+    monkeypatch.setattr(disk.os, "fdatasync", fdatasync)
+    monkeypatch.setattr(disk.os, "fsync", fsync)
+    woken = []
+    sent = append_n(spool, 1, 60)
+    spool.when_durable(60, lambda: woken.append(60))
+    segments = sorted(str(p) for p in (tmp_path / disk.QUEUE_DIR).glob("*.seg"))
+    assert len(segments) >= 3
+    assert on_loop == [] and woken == []
+    spool.request_sync()
+    await until(lambda: woken == [60])
+    assert set(segments) <= synced  # finished segments too, not only the active one
+    assert on_loop == []
+    assert_chunks(await get_n(spool, 60), range(1, 61), sent)
+    await spool.close()
+
+
+async def test_a_segment_header_lost_in_a_crash_does_not_lose_its_records(tmp_path):
+    spool, _ = open_spool(tmp_path, segment_bytes=2048)
+    sent = append_n(spool, 1, 40)
+    await spool.close()
+    newest = sorted((tmp_path / disk.QUEUE_DIR).glob("*.seg"))[-1]
+    data = bytearray(newest.read_bytes())
+    first_seq = int(newest.stem)
+    data[:HDR] = bytes(HDR)  # what a power loss between rotation and group commit can leave
+    newest.write_bytes(bytes(data))
+    assert verify(tmp_path)["records"] == 40
+    spool, report = open_spool(tmp_path)
+    assert report.replay_records == 40 and report.corrupt_records == 0
+    assert_chunks(await get_n(spool, 40), range(1, 41), sent)
+    assert first_seq > 1  # the zeroed segment held records that were replayed
+    await spool.close()
+
+
+def test_a_segment_with_a_foreign_header_is_still_refused(tmp_path):
+    (tmp_path / disk.QUEUE_DIR).mkdir()
+    (tmp_path / disk.QUEUE_DIR / f"{1:020d}.seg").write_bytes(b"NOTASPOOL" + bytes(40))
+    with pytest.raises(SpoolError, match="not an slsfwd spool segment"):
+        DiskSpool(tmp_path, max_bytes=BIG).open()
+
+
 async def test_fsync_ms_zero_fdatasync_error_does_not_escape_append(tmp_path, monkeypatch, fast_retry):
     faults = FaultyDisk(monkeypatch, tmp_path, err=errno.EIO)
     spool, _ = open_spool(tmp_path, fsync_ms=0)
@@ -1402,9 +1462,9 @@ async def test_drop_oldest_ledger_write_races_with_the_group_commit(tmp_path, mo
         if threading.get_ident() != main and str(src).endswith("ledger.tmp"):
             thread_replaced.set()
 
-    def sync_and_persist(self, fd, acked):
+    def sync_and_persist(self, fds, sync_dir, acked):
         loop_in_ledger_write.wait(1)
-        return real_sync_and_persist(self, fd, acked)
+        return real_sync_and_persist(self, fds, sync_dir, acked)
 
     monkeypatch.setattr(disk.os, "fsync", fsync)
     monkeypatch.setattr(disk.os, "replace", replace)

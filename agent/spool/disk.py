@@ -129,6 +129,10 @@ class DiskSpool:
         self._sync_handle: asyncio.TimerHandle | None = None
         self._sync_task: asyncio.Task | None = None
         self._dirty = False
+        # Rotation does not fsync on the event loop: the group commit syncs these
+        # finished segments' fds, then the directory (new segment entries), then the ledger.
+        self._unsynced_fds: list[int] = []
+        self._dir_dirty = False
         self._sync_urgent = False
         self._has_data = asyncio.Event()
         self._has_room = asyncio.Event()
@@ -209,10 +213,15 @@ class DiskSpool:
         if len(data) < fmt.SEGMENT_HEADER_SIZE:
             path.unlink()  # created but never written: a crash right after creating it
             return
-        try:
-            fmt.check_segment_header(data, str(path))
-        except fmt.FormatError as exc:
-            raise SpoolError(str(exc)) from None
+        if data[: fmt.SEGMENT_HEADER_SIZE] == bytes(fmt.SEGMENT_HEADER_SIZE):
+            # Rotation leaves the new header's fsync to the group commit: a power loss
+            # in between can leave zeros where it was. Read the records all the same.
+            log.warning("%s: segment header lost in a crash (zeros); reading its records", path)
+        else:
+            try:
+                fmt.check_segment_header(data, str(path))
+            except fmt.FormatError as exc:
+                raise SpoolError(str(exc)) from None
         result = fmt.scan(data)
         report = self.recovery
         report.segments += 1
@@ -252,24 +261,23 @@ class DiskSpool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
             _write_all(fd, fmt.segment_header())
-            os.fdatasync(fd)
-            _fsync_dir(self.directory)
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
         if self._fd >= 0:
-            os.close(self._fd)
+            self._unsynced_fds.append(self._fd)  # the group commit syncs and closes it
         self._fd = fd
+        self._dirty = self._dir_dirty = True
         self._active = _Segment(first_seq, path)
         self._segments.append(self._active)
 
     # -- appending (ChunkQueue) -------------------------------------------
 
-    def append(self, received_at: int, peer: str, payload: bytes) -> int:
+    def append(self, received_at: int, peer: str, payload: bytes, lines: int | None = None) -> int:
         seq = self._next_seq
         self._next_seq += 1
-        item = _Pending(seq, received_at, peer, payload, payload.count(b"\n"))
+        item = _Pending(seq, received_at, peer, payload, payload.count(b"\n") if lines is None else lines)
         self._totals.add(len(payload), item.lines)
         if self._pending or not self._write(item):
             self._pending.append(item)
@@ -317,7 +325,7 @@ class DiskSpool:
         active.last_seq = item.seq
         self._written_seq = item.seq
         self._dirty = True
-        chunk = Chunk(item.seq, item.received_at, item.peer, item.payload)
+        chunk = Chunk(item.seq, item.received_at, item.peer, item.payload, item.lines)
         if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
             self._mem.append(chunk)
             self._mem_bytes += len(item.payload)
@@ -342,8 +350,6 @@ class DiskSpool:
                 self._has_room.clear()
 
     def _rotate(self, first_seq: int) -> None:
-        if self._fd >= 0:
-            os.fdatasync(self._fd)
         self._open_new_segment(first_seq)
 
     def _truncate_back(self, size: int) -> None:
@@ -402,7 +408,7 @@ class DiskSpool:
         while True:
             chunk = self._next_chunk()
             if chunk is not None:
-                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.payload.count(b"\n"), chunk.received_at)
+                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.lines, chunk.received_at)
                 return chunk
             self._has_data.clear()
             await self._has_data.wait()
@@ -415,7 +421,7 @@ class DiskSpool:
         while not self._mem_mode:
             if self._disk:
                 record = self._disk.popleft()
-                return Chunk(record.seq, record.received_at, record.peer, record.payload)
+                return Chunk(record.seq, record.received_at, record.peer, record.payload, record.lines)
             if not self._load_from_disk():
                 self._mem_mode = True  # caught up with the writer
         return None
@@ -474,37 +480,45 @@ class DiskSpool:
             loop = asyncio.get_running_loop()
             self._sync_handle = loop.call_later(max(self.fsync_ms, 1) / 1000.0, self._start_sync)
 
+    def _needs_sync(self) -> bool:
+        return self._dirty or bool(self._unsynced_fds) or self._acked_seq != self._persisted_acked_seq
+
     def _start_sync(self) -> None:
         self._sync_handle = None
-        if self._dirty or self._acked_seq != self._persisted_acked_seq:
+        if self._needs_sync():
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_in_thread())
 
-    async def _sync_in_thread(self) -> None:
-        fd = os.dup(self._fd) if self._dirty else -1
+    def _take_sync_work(self) -> tuple[list[int], bool]:
+        """The fds to fdatasync (each owned by the caller, who closes it) and whether the
+        directory needs an fsync; together they cover everything written so far."""
+        fds, self._unsynced_fds = self._unsynced_fds, []
+        if self._dirty and self._fd >= 0:
+            fds.append(os.dup(self._fd))
+        sync_dir, self._dir_dirty = self._dir_dirty, False
         self._dirty = False
+        return fds, sync_dir
+
+    async def _sync_in_thread(self) -> None:
+        fds, sync_dir = self._take_sync_work()
         self._sync_urgent = False
         acked = self._acked_seq
-        written = self._written_seq  # every record up to here is in the file the sync covers
+        written = self._written_seq  # every record up to here is in the files the sync covers
         try:
-            await asyncio.to_thread(self._sync_and_persist, fd, acked)
+            await asyncio.to_thread(self._sync_and_persist, fds, sync_dir, acked)
             self._after_persist(acked)
             self._mark_durable(written)
         except OSError as exc:
-            self._dirty = True
+            self._dirty = self._dir_dirty = True
             self._error_log.error("spool sync failed (%s); retrying", exc)
         finally:
             self._sync_task = None
         if self._sync_urgent and not self.closed:
             self.request_sync()
-        elif self._dirty or self._acked_seq != self._persisted_acked_seq:
+        elif self._needs_sync():
             self._schedule_sync()
 
-    def _sync_and_persist(self, fd: int, acked: int) -> None:
-        if fd >= 0:
-            try:
-                os.fdatasync(fd)
-            finally:
-                os.close(fd)
+    def _sync_and_persist(self, fds: list[int], sync_dir: bool, acked: int) -> None:
+        _sync_files(fds, self.directory if sync_dir else None)
         self._persist_ledger(acked)
 
     def _persist_ledger(self, acked: int) -> None:
@@ -526,11 +540,12 @@ class DiskSpool:
                 self._ledger_seq = acked
 
     def _sync_now(self) -> None:
+        fds, sync_dir = self._take_sync_work()
         try:
-            os.fdatasync(self._fd)
-            self._dirty = False
+            _sync_files(fds, self.directory if sync_dir else None)
             self._mark_durable(self._written_seq)
         except OSError as exc:  # append() must never fail: retry in the group commit
+            self._dirty = self._dir_dirty = True
             self._error_log.error("spool fdatasync failed (%s); retrying", exc)
             self._schedule_sync()
 
@@ -572,6 +587,9 @@ class DiskSpool:
                 len(self._pending), sum(p.lines for p in self._pending),
             )
             metrics.LOST_LINES.labels(reason="spool_write_error").inc(sum(p.lines for p in self._pending))
+        for fd in self._unsynced_fds:  # left only by a failed sync, already logged
+            os.close(fd)
+        self._unsynced_fds = []
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -688,7 +706,8 @@ def verify(directory: Path) -> dict[str, int | str]:
         data = path.read_bytes()
         if len(data) < fmt.SEGMENT_HEADER_SIZE:
             continue
-        fmt.check_segment_header(data, str(path))
+        if data[: fmt.SEGMENT_HEADER_SIZE] != bytes(fmt.SEGMENT_HEADER_SIZE):  # zeros: see _recover_segment
+            fmt.check_segment_header(data, str(path))
         result = fmt.scan(data)
         report["segments"] += 1
         report["records"] += len(result.records)
@@ -736,6 +755,23 @@ def _overwrite_in_place(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _sync_files(fds: list[int], directory: Path | None) -> None:
+    """fdatasync and close every fd (all of them closed, even if one fails), then fsync
+    ``directory`` so that new segment files are found after a power loss."""
+    error: OSError | None = None
+    for fd in fds:
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            error = error or exc
+        finally:
+            os.close(fd)
+    if error is not None:
+        raise error
+    if directory is not None:
+        _fsync_dir(directory)
 
 
 def _fsync_dir(directory: Path) -> None:
