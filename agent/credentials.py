@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
-from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider
 
 from . import metrics
+from .sdk import Credentials, CredentialsProvider, StaticCredentialsProvider
 from .selflog import RateLimitedLog
 
 log = logging.getLogger("slsfwd.credentials")

@@ -19,16 +19,15 @@ import os
 import time
 from pathlib import Path
 
-from aliyun.log.proto import LogGroupRaw
-
 from .batch import Destination
+from .sdk import log_group_raw_class
 
 log = logging.getLogger("slsfwd.deadletter")
 
 
 def decode_logs(encoded_logs: list[bytes]) -> list[tuple[int, list[tuple[str, str]]]]:
     """Encoded ``LogGroup.Logs`` entries -> (time, contents) using the SDK's schema."""
-    group = LogGroupRaw()
+    group = log_group_raw_class()()
     group.ParseFromString(b"".join(encoded_logs))
     out = []
     for entry in group.Logs:

@@ -22,12 +22,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
-from aliyun.log.auth import AUTH_VERSION_4, AuthV1, AuthV4
-from aliyun.log.credentials import CredentialsProvider
 
 from . import __version__
 from .batch import Destination
 from .errors import BAD_RESPONSE, NETWORK_ERROR, ShipError
+from .sdk import AUTH_VERSION_4, AuthV1, AuthV4, CredentialsProvider
 
 if TYPE_CHECKING:
     from .credentials import EcsRamRoleProvider
