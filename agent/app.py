@@ -49,7 +49,7 @@ FORCED_EXIT_CODE = 130
 # disk, with the spool). It bounds memory, not unacknowledged input: a chunk stays
 # unacknowledged until its rarest route's batch lingers out, and counting that would
 # stall a busy consumer behind a nearly empty batch.
-BATCH_WINDOW_BYTES = 8 * 1024 * 1024
+BATCH_WINDOW_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -230,7 +230,8 @@ class Agent:
             self._publish_transform_stats()
             if self.shipper.failure is not None:
                 raise RuntimeError("a shipping task failed") from self.shipper.failure
-            await asyncio.sleep(0)  # a turn for the shipper and the sockets between chunks
+            if queue.unread:
+                await asyncio.sleep(0)  # a turn for the shipper and the sockets between chunks
 
     def _batched_bytes(self) -> int:
         return self.shipper.pending_bytes + self.batcher.open_bytes

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from . import encode
-from .batch import Batcher, Destination, Ticket
+from .batch import Batch, Batcher, Destination, Ticket
 from .parse import (
     BUILTIN_FORMATS,
     MSG_KEY,
@@ -42,6 +42,8 @@ _FAST_VERSION = _FAST.version_bytes
 _FAST_SPLIT = _FAST.maxsplit
 _MSG_PREFIX = encode.key_prefix(MSG_KEY)
 _MSG_FRAMING = encode.value_framing_table(_MSG_PREFIX)
+# Framing plus the message, by message length: a log's body length is then one addition.
+_MSG_FRAMED_LENGTH = tuple(len(framing) + n for n, framing in enumerate(_MSG_FRAMING))
 _CACHE_LIMIT = 4096  # distinct line prefixes kept per peer; cleared when exceeded
 _MAX_PEERS = 64
 _SLOW = False  # cache marker: this prefix needs the readable path
@@ -108,29 +110,36 @@ class LineTransformer:
             lines.pop()
         self.stats.lines += len(lines)
 
-        # Names bound locally: attribute look-ups cost on a per-line loop.
+        # Names bound locally: attribute and global look-ups cost on a per-line loop.
         batcher = self.batcher
         max_logs = batcher.max_logs
         max_bytes = batcher.max_bytes
         msg_framing = _MSG_FRAMING
+        framed_length = _MSG_FRAMED_LENGTH
         entry_headers = encode.LOG_ENTRY_HEADERS
         small = encode.SMALL_LENGTH_LIMIT
+        slow = _SLOW
+        maxsplit = _FAST_SPLIT
+        # The batches this chunk already feeds, by route: lines of a few sources usually
+        # interleave, and a switch should cost a dict look-up, not the batcher's calls.
+        held: dict[tuple[Destination, str], Batch] = {}
         route = batch = logs = None
         used = 0
         for line in lines:
-            parts = line.split(b" ", _FAST_SPLIT)
+            parts = line.split(b" ", maxsplit)
             if len(parts) == 11:
                 msg = parts[10]
                 head = heads.get(line[: len(line) - len(msg)])
                 if head is None:
                     head = self._new_head(line[: len(line) - len(msg)], parts, heads, now, peer_src)
             else:
-                head = _SLOW
-            if head is _SLOW:
+                head = slow
+            if head is slow:
                 if line:
                     if batch is not None:
                         batch.raw_bytes = used
-                        batch = route = None  # the slow path may close it
+                    batch = route = None  # the slow path may close any batch
+                    held.clear()
                     self._slow_line(line, received_at, now, peer_src, ticket)
                 else:
                     self.stats.empty_lines += 1
@@ -142,12 +151,11 @@ class LineTransformer:
                 msg = self._valid_utf8(msg)
             mlen = len(msg)
             if mlen < small:
-                framing = msg_framing[mlen]
-                body_len = head_len + len(framing) + mlen
+                body_len = head_len + framed_length[mlen]
                 if body_len < small:
-                    log = b"".join((entry_headers[body_len], head_bytes, framing, msg))
+                    log = b"".join((entry_headers[body_len], head_bytes, msg_framing[mlen], msg))
                 else:
-                    log = encode.log_entry(head_bytes + framing + msg)
+                    log = encode.log_entry(head_bytes + msg_framing[mlen] + msg)
             else:
                 log = encode.log_entry(head_bytes + encode.content(_MSG_PREFIX, msg))
             size = len(log)
@@ -157,14 +165,16 @@ class LineTransformer:
                 if batch is not None:
                     batch.raw_bytes = used
                 route = head_route
-                batch = batcher.batch_for_route(route)
-                batch.hold(ticket)
+                batch = held.get(route)
+                if batch is None:
+                    batch = held[route] = batcher.batch_for_route(route)
+                    batch.hold(ticket)
                 logs = batch.logs
                 used = batch.raw_bytes
             if used + size > max_bytes and logs:
                 batch.raw_bytes = used
                 batcher.close_if_full(batch, size)
-                batch = batcher.batch_for_route(route)
+                batch = held[route] = batcher.batch_for_route(route)
                 batch.hold(ticket)
                 logs = batch.logs
                 used = batch.raw_bytes
@@ -173,6 +183,7 @@ class LineTransformer:
             if len(logs) >= max_logs:
                 batch.raw_bytes = used
                 batcher.close_if_full(batch)
+                del held[route]
                 batch = route = None
         if batch is not None:
             batch.raw_bytes = used

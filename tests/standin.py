@@ -417,7 +417,7 @@ class _Decoded:
     logs: list[tuple[int, int | None, list[tuple[str, str]]]]  # empty when not kept
 
 
-COUNT_ONLY_FULL_CHECK_EVERY = 8
+COUNT_ONLY_FULL_CHECK_EVERY = 32
 
 
 def _extract(group: LogGroupRaw, now: int, keep: bool, fields: bool = True) -> _Decoded:

@@ -27,6 +27,7 @@ QUEUE_DIR = "queue"
 SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 READ_AHEAD_BYTES = 8 * 1024 * 1024  # chunks kept in memory for the reader before it reads from disk
+DISK_READ_BYTES = 1024 * 1024  # a reader behind the writer reads records back this much at a time
 WRITE_RETRY_S = 1.0
 
 
@@ -427,25 +428,42 @@ class DiskSpool:
         return None
 
     def _load_from_disk(self) -> bool:
-        """Read the unread records of the segment at the read position; False when caught up."""
+        """Read the next unread records at the read position; False when caught up."""
         while self._read_index < len(self._segments):
             segment = self._segments[self._read_index]
             # The newest segment is where the writer is (or will be, after a write error).
             is_active = segment is self._active or self._read_index == len(self._segments) - 1
             if self._read_offset < segment.size:
-                data = _pread(segment.path, self._read_offset, segment.size - self._read_offset)
-                result = fmt.scan(data, 0)
-                if segment.path not in self._recovered:  # recovery counted those already
-                    self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
-                self._disk.extend(r for r in result.records if r.seq >= self._acked_seq and r.seq not in self._acked_above)
-                self._read_offset = segment.size
+                self._read_records(segment)
                 if self._disk:
                     return True
+                if self._read_offset < segment.size:
+                    continue  # that stretch held only damage: read on
             if is_active:
                 return False
             self._read_index += 1
             self._read_offset = fmt.SEGMENT_HEADER_SIZE
         return False
+
+    def _read_records(self, segment: _Segment) -> None:
+        """Load about DISK_READ_BYTES of records from the read position: reading a whole
+        segment at once held it twice in memory (the bytes and the records' payloads)."""
+        want = DISK_READ_BYTES
+        while True:
+            remaining = segment.size - self._read_offset
+            data = _pread(segment.path, self._read_offset, min(want, remaining))
+            at_end = len(data) >= remaining
+            result = fmt.scan(data, 0)
+            if result.records or at_end:
+                break
+            want *= 2  # a record, or a stretch of damage, longer than the read
+        if segment.path not in self._recovered:  # recovery counted those already
+            # An incomplete record at the end of a read is only cut by the read, unless it
+            # is the end of the segment.
+            self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes,
+                               result.torn_bytes if at_end else 0)
+        self._disk.extend(r for r in result.records if r.seq >= self._acked_seq and r.seq not in self._acked_above)
+        self._read_offset += len(data) if at_end else result.valid_end
 
     def ack(self, seq: int) -> None:
         entry = self._handed_out.pop(seq, None)
