@@ -48,7 +48,7 @@ class PutLogsSink:
         self.client = client
 
     async def put(self, dest: Destination, source: str, tags: list[tuple[str, str]], logs: list[bytes]) -> None:
-        raw = b"".join(logs) + group_trailer(dest.topic, source, tags)
+        raw = b"".join([*logs, group_trailer(dest.topic, source, tags)])  # one copy of the batch, not two
         body = compress(raw)
         await self.client.put(dest, body, len(raw))
         metrics.SHIPPED_BYTES.labels(stage="raw").inc(len(raw))

@@ -218,8 +218,8 @@ class LineTransformer:
     def _encode_head(self, parts: list[bytes], now: int, peer_src: str):
         if not self._fast_path or parts[0] != _FAST_VERSION:
             return _SLOW
-        if not _is_utf8(b" ".join(parts[:10])):
-            return _SLOW  # the readable path repairs the whole line
+        # Invalid UTF-8 in any field sends the line to the readable path, which repairs
+        # it whole; the sub-caches remember that as _SLOW, so only a miss checks.
         time_bytes = self._times.get(parts[2])
         if time_bytes is None:
             if len(self._times) >= _CACHE_LIMIT:
@@ -231,15 +231,14 @@ class LineTransformer:
         encoded_fields = self._fields.get(fields)
         if encoded_fields is None:
             encoded_fields = self._fields[fields] = self._encode_fields(fields)
+        if encoded_fields is _SLOW:
+            return _SLOW
         route_key = (parts[1], parts[3], peer_src)
         route = self._routes.get(route_key)
         if route is None:
-            if len(self._routes) >= _CACHE_LIMIT:
-                self._routes.clear()
-                self._interned_routes.clear()
-            route = (self.router.destination(parts[1]), resolve_source(parts[3], peer_src))
-            # One object per route, so the loop compares routes by identity.
-            route = self._routes[route_key] = self._interned_routes.setdefault(route, route)
+            route = self._routes[route_key] = self._new_route(parts[1], parts[3], peer_src)
+        if route is _SLOW:
+            return _SLOW
         encoded, strip_space = encoded_fields
         head = time_bytes + encoded
         return (head, strip_space, route, len(head))
@@ -250,9 +249,21 @@ class LineTransformer:
         unix_time, replaced = fix_time(int(ts), now, now)
         return _SLOW if replaced else encode.time_field(unix_time)
 
-    def _encode_fields(self, fields: tuple[bytes, ...]) -> tuple[bytes, bool]:
+    def _new_route(self, tag: bytes, ip: bytes, peer_src: str):
+        if len(self._routes) >= _CACHE_LIMIT:
+            self._routes.clear()
+            self._interned_routes.clear()
+        if not _is_utf8(tag + ip):
+            return _SLOW
+        route = (self.router.destination(tag), resolve_source(ip, peer_src))
+        # One object per route, so the loop compares routes by identity.
+        return self._interned_routes.setdefault(route, route)
+
+    def _encode_fields(self, fields: tuple[bytes, ...]):
         if len(self._fields) >= _CACHE_LIMIT:
             self._fields.clear()
+        if not _is_utf8(b"".join(fields)):
+            return _SLOW
         prefixes = self._prefixes
         encoded = b"".join(encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, fields))
         index, value = _FAST.strip_space_when  # type: ignore[misc]

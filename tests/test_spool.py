@@ -128,7 +128,7 @@ def metric(name: str, **labels) -> float:
 
 
 class FaultyDisk:
-    """Makes os.write / os.fdatasync fail with an errno for files under one directory.
+    """Makes os.write / os.writev / os.fdatasync fail with an errno for files under one directory.
 
     ``mode``: None (works), "fail" (every matching write raises), "partial" (the next matching
     write writes half of its bytes and returns, the one after raises; then "fail").
@@ -147,6 +147,7 @@ class FaultyDisk:
         self._real_fdatasync = os.fdatasync
         # disk.os is the os module itself: patch the attribute the spool calls.
         monkeypatch.setattr(disk.os, "write", self._write)
+        monkeypatch.setattr(disk.os, "writev", self._writev)
         monkeypatch.setattr(disk.os, "fdatasync", self._fdatasync)
 
     def _path(self, fd: int) -> str | None:
@@ -167,6 +168,10 @@ class FaultyDisk:
             return self._real_write(fd, bytes(data[:half]))
         self.failures += 1
         raise OSError(self.err, os.strerror(self.err))
+
+    def _writev(self, fd, buffers):
+        # One write of the joined buffers: the same faults, partial writes included.
+        return self._write(fd, b"".join(buffers))
 
     def _fdatasync(self, fd):
         if self.sync_fail and self._path(fd) is not None:

@@ -288,6 +288,25 @@ def test_invalid_utf8_is_repaired_and_counted():
     assert harness.stats.invalid_utf8_lines == 1
 
 
+@pytest.mark.parametrize("field", range(1, 11))
+def test_invalid_utf8_in_any_field_is_repaired_like_the_readable_path(field):
+    """The fast path checks the prefix's UTF-8 only when a sub-cache misses: a bad byte in
+    any field must still give the readable path's repaired log, also when the same line's
+    valid twin was cached first."""
+    harness = Harness()
+    parts = line().split(b" ", 10)
+    parts[field] = parts[field] + b"\xff"
+    bad = b" ".join(parts)
+    harness.run(line() + b"\n")  # the valid twin fills every cache first
+    harness.closed.clear()
+    (batch,) = harness.run(bad + b"\n" + bad + b"\n")
+    logs = decode(batch)
+    reference = decode([harness.transformer.encode_line(make_valid_utf8(bad)[0], NOW, NOW, "127.0.0.1")[2]])
+    assert logs[0] == logs[1] == reference[0]
+    assert harness.stats.invalid_utf8_lines == 2
+    assert all(b"\xff" not in value for _, contents in logs for _, value in contents)
+
+
 def test_valid_non_ascii_is_not_counted_as_repaired():
     harness = Harness()
     (batch,) = harness.run(line(msg="日本語 😀 äöü") + b"\n")

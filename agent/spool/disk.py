@@ -313,16 +313,16 @@ class DiskSpool:
                 return False
             active = self._active
             assert active is not None
-        record = fmt.encode_record(item.seq, item.received_at, item.lines, item.peer.encode(), item.payload)
+        head, payload = fmt.encode_record_parts(item.seq, item.received_at, item.lines, item.peer.encode(), item.payload)
         try:
-            _write_all(self._fd, record)
+            _write_both(self._fd, head, payload)
         except OSError as exc:
             self._truncate_back(active.size)
             self._note_write_error(exc)
             return False
         if active.last_seq < 0:
             active.first_received_at = item.received_at
-        active.size += len(record)
+        active.size += len(head) + len(payload)
         active.last_seq = item.seq
         self._written_seq = item.seq
         self._dirty = True
@@ -745,6 +745,12 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _write_both(fd: int, head: bytes, payload: bytes) -> None:
+    written = os.writev(fd, (head, payload))
+    if written < len(head) + len(payload):  # a short write (a nearly full disk): finish it
+        _write_all(fd, (head + payload)[written:])
 
 
 def _pread(path: Path, offset: int, size: int) -> bytes:

@@ -55,8 +55,14 @@ def check_segment_header(head: bytes, where: str) -> None:
 
 
 def encode_record(seq: int, received_at: int, lines: int, peer: bytes, payload: bytes) -> bytes:
-    body = BODY_HEADER.pack(seq, received_at & 0xFFFFFFFF, lines, len(peer)) + peer + payload
-    return RECORD_HEADER.pack(RECORD_MAGIC, len(body), zlib.crc32(body)) + body
+    return b"".join(encode_record_parts(seq, received_at, lines, peer, payload))
+
+
+def encode_record_parts(seq: int, received_at: int, lines: int, peer: bytes, payload: bytes) -> tuple[bytes, bytes]:
+    """A record as (headers, payload), for ``writev``: the payload is never copied."""
+    body_head = BODY_HEADER.pack(seq, received_at & 0xFFFFFFFF, lines, len(peer)) + peer
+    crc = zlib.crc32(payload, zlib.crc32(body_head))
+    return RECORD_HEADER.pack(RECORD_MAGIC, len(body_head) + len(payload), crc) + body_head, payload
 
 
 class Record(NamedTuple):
