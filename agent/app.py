@@ -222,8 +222,13 @@ class Agent:
             while self._batched_bytes() >= BATCH_WINDOW_BYTES:
                 self._window_open.clear()
                 await self._window_open.wait()
-            chunk = await queue.get()
-            ticket = Ticket(chunk.seq, self._on_chunk_done)
+            chunk = queue.get_nowait()
+            if chunk is None:
+                # Caught up. linger_ms is how long a line may wait for company, and lines
+                # from a backlog (read back from disk, or queued a while) have waited enough.
+                self.batcher.close_stale(time.monotonic() - self.batcher.linger)
+                chunk = await queue.get()
+            ticket = Ticket(chunk.seq, self._on_chunk_done, chunk.appended)
             transformer.process(chunk.payload, chunk.received_at, chunk.peer, ticket)
             ticket.seal()
             self._arm_linger()

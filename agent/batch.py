@@ -26,11 +26,12 @@ class Destination(NamedTuple):
 class Ticket:
     """Acknowledges one queue chunk once every batch holding its lines is done."""
 
-    __slots__ = ("seq", "lines", "_pending", "_sealed", "_on_done")
+    __slots__ = ("seq", "lines", "appended", "_pending", "_sealed", "_on_done")
 
-    def __init__(self, seq: int, on_done: Callable[[int], None]) -> None:
+    def __init__(self, seq: int, on_done: Callable[[int], None], appended: float = 0.0) -> None:
         self.seq = seq
         self.lines = 0
+        self.appended = appended  # when its chunk entered the queue (time.monotonic())
         self._pending = 0
         self._sealed = False
         self._on_done = on_done
@@ -138,6 +139,15 @@ class Batcher:
     def close_expired(self) -> None:
         cutoff = self._clock() - self.linger
         for batch in [b for b in self._open.values() if b.opened_at <= cutoff]:
+            self._close(batch)
+
+    def close_stale(self, appended_before: float) -> None:
+        """Close the batches whose oldest lines entered the queue before ``appended_before``.
+
+        Called when the reader has caught up: ``linger`` is how long a line may wait for
+        company, and lines read from a backlog have waited long enough already.
+        """
+        for batch in [b for b in self._open.values() if b.tickets and b.tickets[0].appended < appended_before]:
             self._close(batch)
 
     def close_all(self) -> None:

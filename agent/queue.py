@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from typing import Callable, NamedTuple, Protocol
 
 
@@ -28,6 +29,8 @@ class Chunk(NamedTuple):
     peer: str  # the TCP peer's address ("" if unknown)
     payload: bytes  # complete lines, each terminated by LF
     lines: int  # LFs in payload, counted once by whoever appended it
+    # time.monotonic() of the append; 0.0 when read back from disk (a backlog, so: old)
+    appended: float = 0.0
 
     @property
     def size(self) -> int:
@@ -53,6 +56,10 @@ class ChunkQueue(Protocol):
     async def wait_writable(self) -> None: ...
 
     async def get(self) -> Chunk: ...
+
+    def get_nowait(self) -> Chunk | None:
+        """The next chunk if one can be had without waiting, else None."""
+        ...
 
     def ack(self, seq: int) -> None: ...
 
@@ -94,7 +101,7 @@ class MemoryQueue:
     def append(self, received_at: int, peer: str, payload: bytes, lines: int | None = None) -> int:
         if lines is None:
             lines = payload.count(b"\n")
-        chunk = Chunk(self._next_seq, received_at, peer, payload, lines)
+        chunk = Chunk(self._next_seq, received_at, peer, payload, lines, time.monotonic())
         self._next_seq += 1
         self._ready.append(chunk)
         self._unacked[chunk.seq] = (chunk.size, lines, received_at)
@@ -127,6 +134,9 @@ class MemoryQueue:
             self._has_data.clear()
             await self._has_data.wait()
         return self._ready.popleft()
+
+    def get_nowait(self) -> Chunk | None:
+        return self._ready.popleft() if self._ready else None
 
     def ack(self, seq: int) -> None:
         entry = self._unacked.pop(seq, None)

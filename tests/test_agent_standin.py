@@ -143,6 +143,26 @@ async def test_sigterm_ships_what_is_held_and_exits_zero(tmp_path: Path) -> None
     assert len(standin.logs) == 50
 
 
+async def test_a_backlog_read_back_from_the_spool_ships_without_waiting_out_the_linger(tmp_path: Path) -> None:
+    """linger_ms is how long a line may wait for company: lines replayed from the spool
+    after a restart have waited already, so once the reader has caught up they ship."""
+    async with PutLogsStandin() as standin:
+        standin.faults.at(range(1000), Fault.error(500, "InternalServerError"))  # every attempt fails...
+        agent = AgentProcess(tmp_path, sls=sls_section(standin), linger_ms=1000)
+        await agent.start()
+        await agent.send(b"".join(line("backlog", f"kept {i}") for i in range(40)))
+        await _wait_for(lambda: standin.requests >= 1, 10)
+        assert await agent.stop() == 0  # ...so the lines stay in the spool for the next start
+        assert standin.log_count == 0
+        standin.faults.clear()
+        agent = AgentProcess(tmp_path, sls=sls_section(standin), linger_ms=60000)
+        async with agent:
+            started = time.monotonic()
+            await standin.wait_for_logs(40, timeout=20)
+            assert time.monotonic() - started < 15  # not the 60 s linger
+    assert sorted(log.contents["msg"] for log in standin.logs) == sorted(f"kept {i}" for i in range(40))
+
+
 async def test_console_sink_prints_one_json_object_per_log(tmp_path: Path) -> None:
     async with AgentProcess(tmp_path) as agent:
         await agent.send(line("todo-list", "hello console"))

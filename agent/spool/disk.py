@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -326,7 +327,7 @@ class DiskSpool:
         active.last_seq = item.seq
         self._written_seq = item.seq
         self._dirty = True
-        chunk = Chunk(item.seq, item.received_at, item.peer, item.payload, item.lines)
+        chunk = Chunk(item.seq, item.received_at, item.peer, item.payload, item.lines, time.monotonic())
         if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
             self._mem.append(chunk)
             self._mem_bytes += len(item.payload)
@@ -407,12 +408,17 @@ class DiskSpool:
 
     async def get(self) -> Chunk:
         while True:
-            chunk = self._next_chunk()
+            chunk = self.get_nowait()
             if chunk is not None:
-                self._handed_out[chunk.seq] = (len(chunk.payload), chunk.lines, chunk.received_at)
                 return chunk
             self._has_data.clear()
             await self._has_data.wait()
+
+    def get_nowait(self) -> Chunk | None:
+        chunk = self._next_chunk()
+        if chunk is not None:
+            self._handed_out[chunk.seq] = (len(chunk.payload), chunk.lines, chunk.received_at)
+        return chunk
 
     def _next_chunk(self) -> Chunk | None:
         if self._mem:
