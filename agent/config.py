@@ -36,7 +36,7 @@ class InputConfig:
     relp_listen: str = ""  # host:port of the RELP input for rsyslog's omrelp, e.g. "127.0.0.1:20514"; "" = off
     max_line_bytes: int = 1048576  # longer lines are cut here (counted)
     max_connections: int = 1024  # further connections are accepted and closed at once (counted)
-    read_coalesce_ms: int = 250  # after a small read, wait this long so the next read takes many lines; 0 = off
+    read_coalesce_ms: int = 500  # after a small read, wait this long so the next read takes many lines; 0 = off
     formats: tuple[LineFormatConfig, ...] = ()  # user formats, as Logtail's streamlog_formats
 
 
