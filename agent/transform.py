@@ -4,9 +4,11 @@ This is where per-line cost matters (issue 6 budgets about 1.4 us a line
 for frame+parse+encode+compress in CPython), so it works on whole chunks:
 
 * UTF-8: a chunk that is all ASCII (``isascii``, word-at-a-time in C) needs
-  no check. Otherwise only non-ASCII messages are decoded, and a line prefix
-  once, when it enters the cache: decoding a whole chunk into a ``str`` cost
-  more than parsing it.
+  no check. Otherwise only non-ASCII messages are decoded, and the fields of
+  a prefix once, when they enter their cache: decoding a whole chunk into a
+  ``str`` cost more than parsing it.
+* Lines of a few sources interleave, so the batches a chunk feeds are kept in
+  a per-chunk map by route: switching batch is one dict look-up.
 * A ``0.1`` line is split once; the six fields before ``msg`` repeat a lot
   (same host, app and pid), so their encoded Contents come from a bounded
   cache keyed by the raw field values; the time field is cached per second.
