@@ -215,9 +215,7 @@ class DiskSpool:
         if len(data) < fmt.SEGMENT_HEADER_SIZE:
             path.unlink()  # created but never written: a crash right after creating it
             return
-        if data[: fmt.SEGMENT_HEADER_SIZE] == bytes(fmt.SEGMENT_HEADER_SIZE):
-            # Rotation leaves the new header's fsync to the group commit: a power loss
-            # in between can leave zeros where it was. Read the records all the same.
+        if fmt.header_lost(data):
             log.warning("%s: segment header lost in a crash (zeros); reading its records", path)
         else:
             try:
@@ -730,7 +728,7 @@ def verify(directory: Path) -> dict[str, int | str]:
         data = path.read_bytes()
         if len(data) < fmt.SEGMENT_HEADER_SIZE:
             continue
-        if data[: fmt.SEGMENT_HEADER_SIZE] != bytes(fmt.SEGMENT_HEADER_SIZE):  # zeros: see _recover_segment
+        if not fmt.header_lost(data):
             fmt.check_segment_header(data, str(path))
         result = fmt.scan(data)
         report["segments"] += 1

@@ -54,6 +54,12 @@ def check_segment_header(head: bytes, where: str) -> None:
         raise _other_version(where, version)
 
 
+def header_lost(segment: bytes) -> bool:
+    """Zeros where the header should be: a power loss between creating a segment and the
+    group commit that syncs it (rotation leaves that sync to the group commit)."""
+    return segment[:SEGMENT_HEADER_SIZE] == bytes(SEGMENT_HEADER_SIZE)
+
+
 def encode_record(seq: int, received_at: int, lines: int, peer: bytes, payload: bytes) -> bytes:
     return b"".join(encode_record_parts(seq, received_at, lines, peer, payload))
 
