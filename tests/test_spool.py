@@ -104,7 +104,7 @@ def seqs_on_disk(root: Path) -> dict[Path, list[int]]:
 
 def ledger_value(root: Path) -> int | None:
     path = qdir(root) / "ledger"
-    return fmt.decode_ledger(path.read_bytes(), str(path)) if path.exists() else None
+    return fmt.decode_ledger_file(path.read_bytes(), str(path)).acked_seq if path.exists() else None
 
 
 async def crash(spool: DiskSpool) -> None:
@@ -120,6 +120,7 @@ async def crash(spool: DiskSpool) -> None:
     os.close(spool._fd)
     os.close(spool._lock_fd)
     spool._fd = spool._lock_fd = -1
+    spool._ledger.close()
 
 
 def metric(name: str, **labels) -> float:
@@ -687,7 +688,8 @@ async def main():
         spool.ack((await spool.get()).seq)
     await spool.flush()
     for _ in range(10):
-        spool.ack((await spool.get()).seq)   # acknowledged, not persisted
+        spool.ack((await spool.get()).seq)   # acknowledged, never synced
+    await asyncio.sleep(0)  # the loop turn in which acknowledgements reach the ledger file
     spool.append(2000, "late", b"written, never synced\n")
     print("ready", flush=True)
     await asyncio.sleep(60)
@@ -709,10 +711,11 @@ async def test_kill_9_loses_nothing_written(tmp_path):
         proc.kill()
         proc.wait()
     spool, report = open_spool(tmp_path, segment_bytes=1024)
-    assert report.replay_records == 31 and report.torn_bytes == 0
-    chunks = await get_n(spool, 31)
-    assert [c.seq for c in chunks] == list(range(21, 52))
-    assert [c.payload for c in chunks[:-1]] == [b"kill line %d\n" % i for i in range(21, 51)]
+    # the acknowledgements written but never synced survive too: they are not shipped again
+    assert report.replay_records == 21 and report.torn_bytes == 0
+    chunks = await get_n(spool, 21)
+    assert [c.seq for c in chunks] == list(range(31, 52))
+    assert [c.payload for c in chunks[:-1]] == [b"kill line %d\n" % i for i in range(31, 51)]
     assert (chunks[-1].received_at, chunks[-1].peer, chunks[-1].payload) == (2000, "late", b"written, never synced\n")
     await spool.close()
 
@@ -784,7 +787,14 @@ async def test_refused_open_releases_the_lock(tmp_path):
     await spool.close()
 
 
-@pytest.mark.parametrize("damage", ["crc", "truncated", "garbage", "empty"])
+def _flip(data: bytes, at: int, bit: int = 0x04) -> bytes:
+    return data[:at] + bytes([data[at] ^ bit]) + data[at + 1:]
+
+
+SLOT1 = fmt.LEDGER_SLOT_OFFSETS[1]
+
+
+@pytest.mark.parametrize("damage", ["crc in both slots", "crc of a one-slot ledger", "truncated", "garbage", "empty"])
 async def test_damaged_ledger_replays_everything(tmp_path, damage):
     spool, _ = open_spool(tmp_path)
     sent = append_n(spool, 1, 8)
@@ -793,11 +803,12 @@ async def test_damaged_ledger_replays_everything(tmp_path, damage):
     await spool.close()
     path = qdir(tmp_path) / "ledger"
     good = path.read_bytes()
-    assert fmt.decode_ledger(good, "") == 6
+    assert fmt.decode_ledger_file(good, "").acked_seq == 6
     damaged = {
-        "crc": good[:10] + bytes([good[10] ^ 0x04]) + good[11:],
+        "crc in both slots": _flip(_flip(good, 10), SLOT1 + 10),
+        "crc of a one-slot ledger": _flip(fmt.encode_ledger(6), 10),
         "truncated": good[:15],
-        "garbage": os.urandom(22).replace(b"SLSFWDLG", b"xxxxxxxx"),
+        "garbage": os.urandom(len(good)).replace(b"SLSFWDLG", b"xxxxxxxx"),
         "empty": b"",
     }[damage]
     path.write_bytes(damaged)
@@ -816,9 +827,8 @@ async def test_bit_flip_in_the_ledger_version_field_is_damage_not_another_versio
         spool.ack(c.seq)
     await spool.close()
     path = qdir(tmp_path) / "ledger"
-    data = bytearray(path.read_bytes())
-    data[8] ^= 0x02  # version 1 -> 3, CRC now wrong
-    path.write_bytes(bytes(data))
+    data = _flip(_flip(path.read_bytes(), 8, 0x02), SLOT1 + 8, 0x02)  # version 1 -> 3, CRC now wrong
+    path.write_bytes(data)
     spool, report = open_spool(tmp_path)
     assert report.ledger_problem and report.replay_records == 4
     assert_chunks(await get_n(spool, 4), range(1, 5), sent)
@@ -1458,57 +1468,42 @@ async def test_write_error_clears_once_writes_work_again_after_a_failed_drop(tmp
 
 
 async def test_drop_oldest_ledger_write_races_with_the_group_commit(tmp_path, monkeypatch):
-    """drop_oldest writes the ledger on the loop while a group-commit thread may be writing it too.
-
-    Forces the interleaving that used to raise FileNotFoundError out of append() (the thread's os.replace of
-    the shared ledger.tmp landing between the loop's write and its replace); with ledger writes serialised
-    the loop's write simply completes first."""
+    """drop_oldest writes and syncs the ledger on the loop while a group-commit thread is still
+    syncing an older value of it: the slower sync must not move the ledger, or the durable
+    position that segment deletion trusts, back behind the dropped segment."""
     spool, _ = open_spool(tmp_path, segment_bytes=1024, max_bytes=3000, full_policy="drop_oldest", fsync_ms=1)
     append_n(spool, 1, 10, width=100)
     await spool.flush()
     main = threading.get_ident()
-    loop_in_ledger_write = threading.Event()
-    thread_replaced = threading.Event()
-    real_fsync, real_replace = os.fsync, os.replace
-    real_sync_and_persist = DiskSpool._sync_and_persist
+    in_thread_sync, release = threading.Event(), threading.Event()
+    real_fdatasync = os.fdatasync
 
-    def is_ledger_tmp(fd) -> bool:
-        try:
-            return os.readlink(f"/proc/self/fd/{fd}").endswith("ledger.tmp")
-        except OSError:
-            return False
+    def fdatasync(fd):
+        if threading.get_ident() != main and os.readlink(f"/proc/self/fd/{fd}").endswith("ledger"):
+            in_thread_sync.set()
+            release.wait(2)
+        real_fdatasync(fd)
 
-    def fsync(fd):
-        real_fsync(fd)
-        if threading.get_ident() == main and is_ledger_tmp(fd):
-            loop_in_ledger_write.set()
-            thread_replaced.wait(0.3)
-
-    def replace(src, dst, *a, **kw):
-        real_replace(src, dst, *a, **kw)
-        if threading.get_ident() != main and str(src).endswith("ledger.tmp"):
-            thread_replaced.set()
-
-    def sync_and_persist(self, fds, sync_dir, acked):
-        loop_in_ledger_write.wait(1)
-        return real_sync_and_persist(self, fds, sync_dir, acked)
-
-    monkeypatch.setattr(disk.os, "fsync", fsync)
-    monkeypatch.setattr(disk.os, "replace", replace)
-    monkeypatch.setattr(DiskSpool, "_sync_and_persist", sync_and_persist)
+    monkeypatch.setattr(disk.os, "fdatasync", fdatasync)
     try:
         (c,) = await get_n(spool, 1)
-        spool.ack(c.seq)  # starts a group commit that will write the ledger in a thread
-        await asyncio.sleep(0.02)
-        assert spool._sync_task is not None
+        spool.ack(c.seq)  # the group commit will sync the ledger (value 2) in a thread
+        for _ in range(100):
+            if in_thread_sync.is_set():
+                break
+            await asyncio.sleep(0.02)
+        assert in_thread_sync.is_set() and spool._sync_task is not None
         for i in range(11, 20):
             spool.append(ts_of(i), peer_of(i), payload(i, width=100))  # crosses max_bytes: drops a segment
         assert spool.dropped_lines > 0
+        dropped_to = spool._ledger.durable
+        assert dropped_to > 2
+        release.set()
+        await asyncio.gather(spool._sync_task, return_exceptions=True)
+        assert spool._ledger.durable == dropped_to and ledger_value(tmp_path) == dropped_to
         remaining = spool.backlog_chunks
-        await asyncio.sleep(0.05)
     finally:
-        loop_in_ledger_write.set()
-        thread_replaced.set()
+        release.set()
         await spool.close()
     # the ledger was not moved back behind the dropped segment by the slower writer
     spool, report = open_spool(tmp_path, segment_bytes=1024, max_bytes=3000, full_policy="drop_oldest")

@@ -12,7 +12,7 @@ On-disk format (version 1)
 Everything lives in ``<spool.dir>/queue/``::
 
     lock                      flock()ed by the running agent: one agent per spool
-    ledger                    acknowledged position, replaced atomically
+    ledger                    acknowledged position, two slots overwritten in place
     00000000000000000001.seg  segment files, named by their first record's seq
     00000000000000004711.seg
 
@@ -25,10 +25,13 @@ A **segment** starts with a 16-byte header, then records back to back::
 All integers are little-endian. ``payload`` is LF-terminated lines. ``seq``
 increases by one per record across segments.
 
-The **ledger** is ``b"SLSFWDLG" | u16 version | u64 acked_seq | u32 CRC-32`` of
-the preceding bytes: every record with ``seq < acked_seq`` is acknowledged.
-It is written to ``ledger.tmp``, fsynced, renamed over ``ledger``, and the
-directory is fsynced.
+The **ledger** file holds two slots, at byte 0 and byte 4096 (zeros between),
+each ``b"SLSFWDLG" | u16 version | u64 acked_seq | u32 CRC-32`` of the preceding
+bytes: every record with ``seq < acked_seq`` is acknowledged, for the larger
+``acked_seq`` of the valid slots. A ledger of one slot alone (22 bytes, as
+slsfwd wrote it before) is read too, and rewritten with two. The file is
+created whole (``ledger.tmp``, fsync, rename, directory fsync); after that a
+new position overwrites one slot in place (:mod:`agent.spool.ledger`).
 
 Invariants
 ==========
@@ -46,9 +49,12 @@ Invariants
   is zeros; recovery reads its records anyway.)
 * A whole segment is deleted only after the ledger that acknowledges all of
   its records is durable.
-* The ledger is written at most every ``spool.fsync_ms`` (and at shutdown),
-  so after a crash, records acknowledged in that window are shipped again:
-  duplicates are limited to that window plus what was in flight.
+* An acknowledgement is written to the ledger in the loop turn it happens
+  (``pwrite(2)``: a ``kill -9`` keeps it). The ledger is fdatasynced by the
+  next group commit, at most ``max(spool.fsync_ms, 1000)`` ms later, so a power
+  loss replays at most that window of acknowledged records: duplicates, never
+  loss. Only the slot written since the last sync can be torn by a power loss;
+  the slots switch after a sync, so the other one is always durable and valid.
 * Recovery: a record whose CRC does not match is skipped and counted (with
   its bytes) and reading resyncs on the next magic; an incomplete record at
   the end of a segment (a torn write) is cut off and counted.

@@ -11,7 +11,6 @@ import errno
 import fcntl
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from .. import metrics
 from ..queue import Chunk
 from ..selflog import RateLimitedLog
 from . import format as fmt
+from .ledger import Ledger, fsync_dir
 
 log = logging.getLogger("slsfwd.spool")
 
@@ -30,6 +30,9 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 READ_AHEAD_BYTES = 8 * 1024 * 1024  # chunks kept in memory for the reader before it reads from disk
 DISK_READ_BYTES = 1024 * 1024  # a reader behind the writer reads records back this much at a time
 WRITE_RETRY_S = 1.0
+# Acknowledgements reach the ledger file at once (a pwrite); its fdatasync rides on the next
+# group commit, or waits at most this long when no data is written meanwhile.
+LEDGER_SYNC_MS = 1000
 
 
 class SpoolError(Exception):
@@ -67,6 +70,17 @@ class _Pending:
     peer: str
     payload: bytes
     lines: int
+
+
+@dataclass(slots=True)
+class _SyncWork:
+    """One group commit: fds to fdatasync and close, then the directory to fsync."""
+
+    fds: list[int]
+    directory: Path | None
+    ledger: bool  # the ledger's fd is among fds
+    acked: int  # the value the ledger file holds
+    written: int  # every record up to this seq is in the files synced
 
 
 @dataclass(slots=True)
@@ -110,9 +124,8 @@ class DiskSpool:
         self._next_seq = 1
         self._acked_seq = 1  # every seq below is acknowledged
         self._acked_above: set[int] = set()
-        self._persisted_acked_seq = 1
-        self._ledger_seq = 1  # what the ledger file says
-        self._ledger_lock = threading.Lock()
+        self._ledger = Ledger(self.directory / "ledger")
+        self._ledger_write_soon = False
         self._totals = _Totals()  # everything not acknowledged, on disk or pending
         self._handed_out: dict[int, tuple[int, int, int]] = {}  # seq -> (bytes, lines, received_at)
         # Reading: chunks in memory first, then records loaded from disk.
@@ -162,15 +175,14 @@ class DiskSpool:
         for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
             self._recover_segment(path, acked)
         self._recovered = {segment.path for segment in self._segments}  # their damage is counted
-        self._acked_seq = self._persisted_acked_seq = self._ledger_seq = acked
+        self._acked_seq = acked
         self._next_seq = max([acked] + [s.last_seq + 1 for s in self._segments])
         self._written_seq = self._durable_seq = self._next_seq - 1  # recovered records are on disk
-        if not (self.directory / "ledger").exists():
-            # Written now, while there is room: on a full disk it is overwritten in place.
-            try:
-                _write_atomically(self.directory / "ledger", fmt.encode_ledger(acked))
-            except OSError as exc:
-                self._error_log.error("cannot create the spool ledger yet: %s", exc)
+        try:
+            # Both slots are allocated now, while there is room; later writes overwrite them.
+            self._ledger.open(acked, rewrite=bool(self.recovery.ledger_problem))
+        except OSError as exc:
+            self._error_log.error("cannot create the spool ledger yet: %s", exc)
         self._read_index = 0
         self._read_offset = fmt.SEGMENT_HEADER_SIZE
         self._mem_mode = not self._segments  # a backlog is read from disk first
@@ -191,20 +203,17 @@ class DiskSpool:
             raise SpoolError(f"{self.directory} is in use by another slsfwd process") from None
 
     def _read_ledger(self) -> int:
-        path = self.directory / "ledger"
         try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return 1
-        try:
-            return fmt.decode_ledger(data, str(path))
-        except fmt.FormatError as exc:
-            if "format version" in str(exc):
-                raise SpoolError(str(exc)) from None
+            acked, problem = self._ledger.load()
+        except fmt.OtherVersionError as exc:
+            raise SpoolError(str(exc)) from None
+        except OSError as exc:
+            raise SpoolError(f"cannot read the spool ledger: {exc}") from None
+        if problem:
             # A damaged ledger must not lose data: replay everything on disk (duplicates, not loss).
-            self.recovery.ledger_problem = str(exc)
-            log.warning("%s; replaying every record in the spool", exc)
-            return 1
+            self.recovery.ledger_problem = problem
+            log.warning("%s; replaying every record in the spool", problem)
+        return acked
 
     def _recover_segment(self, path: Path, acked: int) -> None:
         try:
@@ -483,7 +492,23 @@ class DiskSpool:
             self._acked_above.add(seq)
         if self._totals.bytes < self.max_bytes and not self._pending:
             self._has_room.set()
-        self._schedule_sync()
+        if self._acked_seq > self._ledger.value and not self._ledger_write_soon and not self.closed:
+            # Once per loop turn, however many chunks one response acknowledged.
+            self._ledger_write_soon = True
+            asyncio.get_running_loop().call_soon(self._write_ledger_soon)
+
+    def _write_ledger_soon(self) -> None:
+        self._ledger_write_soon = False
+        if not self.closed:
+            self._write_ledger()
+            self._schedule_sync()
+
+    def _write_ledger(self) -> None:
+        """Put the acknowledged position in the ledger file (page cache: a kill -9 keeps it)."""
+        try:
+            self._ledger.write(self._acked_seq)
+        except OSError as exc:
+            self._error_log.error("cannot write the spool ledger (%s); retrying at the next group commit", exc)
 
     # -- durability: group commit, ledger, segment deletion ----------------
 
@@ -498,40 +523,67 @@ class DiskSpool:
             self._start_sync()
 
     def _schedule_sync(self) -> None:
-        if self._sync_handle is None and self._sync_task is None and not self.closed:
-            loop = asyncio.get_running_loop()
-            self._sync_handle = loop.call_later(max(self.fsync_ms, 1) / 1000.0, self._start_sync)
+        """Arm the group commit: ``fsync_ms`` after a write, LEDGER_SYNC_MS after only an
+        acknowledgement. A running sync schedules the next one when it ends."""
+        if self._sync_task is not None or self.closed:
+            return
+        data = self._dirty or bool(self._unsynced_fds)
+        if not data and not self._ledger_behind():
+            return
+        delay_ms = self.fsync_ms if data else max(self.fsync_ms, LEDGER_SYNC_MS)
+        loop = asyncio.get_running_loop()
+        when = loop.time() + max(delay_ms, 1) / 1000.0
+        if self._sync_handle is not None:
+            if self._sync_handle.when() <= when:
+                return
+            self._sync_handle.cancel()
+        self._sync_handle = loop.call_at(when, self._start_sync)
+
+    def _ledger_behind(self) -> bool:
+        return self._ledger.unsynced or self._acked_seq > self._ledger.value
 
     def _needs_sync(self) -> bool:
-        return self._dirty or bool(self._unsynced_fds) or self._acked_seq != self._persisted_acked_seq
+        return self._dirty or bool(self._unsynced_fds) or self._ledger_behind()
 
     def _start_sync(self) -> None:
         self._sync_handle = None
         if self._needs_sync():
             self._sync_task = asyncio.get_running_loop().create_task(self._sync_in_thread())
 
-    def _take_sync_work(self) -> tuple[list[int], bool]:
-        """The fds to fdatasync (each owned by the caller, who closes it) and whether the
-        directory needs an fsync; together they cover everything written so far."""
+    def _take_sync_work(self) -> _SyncWork:
+        """What covers everything written so far: segment fds, the directory, the ledger."""
         fds, self._unsynced_fds = self._unsynced_fds, []
         if self._dirty and self._fd >= 0:
             fds.append(os.dup(self._fd))
         sync_dir, self._dir_dirty = self._dir_dirty, False
         self._dirty = False
-        return fds, sync_dir
+        if self._acked_seq > self._ledger.value:
+            self._write_ledger()  # a write that failed before, retried
+        ledger_fd, acked = self._ledger.take_sync()
+        if ledger_fd >= 0:
+            fds.append(ledger_fd)
+        return _SyncWork(fds, self.directory if sync_dir else None, ledger_fd >= 0, acked, self._written_seq)
+
+    def _sync_done(self, work: _SyncWork) -> None:
+        if work.ledger:
+            self._ledger.synced(work.acked)
+        self._after_persist(self._ledger.durable)
+        self._mark_durable(work.written)
+
+    def _sync_failed(self, work: _SyncWork, exc: OSError) -> None:
+        self._dirty = self._dir_dirty = True
+        if work.ledger:
+            self._ledger.sync_failed()
+        self._error_log.error("spool sync failed (%s); retrying", exc)
 
     async def _sync_in_thread(self) -> None:
-        fds, sync_dir = self._take_sync_work()
+        work = self._take_sync_work()
         self._sync_urgent = False
-        acked = self._acked_seq
-        written = self._written_seq  # every record up to here is in the files the sync covers
         try:
-            await asyncio.to_thread(self._sync_and_persist, fds, sync_dir, acked)
-            self._after_persist(acked)
-            self._mark_durable(written)
+            await asyncio.to_thread(_sync_files, work.fds, work.directory)
+            self._sync_done(work)
         except OSError as exc:
-            self._dirty = self._dir_dirty = True
-            self._error_log.error("spool sync failed (%s); retrying", exc)
+            self._sync_failed(work, exc)
         finally:
             self._sync_task = None
         if self._sync_urgent and not self.closed:
@@ -539,40 +591,16 @@ class DiskSpool:
         elif self._needs_sync():
             self._schedule_sync()
 
-    def _sync_and_persist(self, fds: list[int], sync_dir: bool, acked: int) -> None:
-        _sync_files(fds, self.directory if sync_dir else None)
-        self._persist_ledger(acked)
-
-    def _persist_ledger(self, acked: int) -> None:
-        """Write the ledger; called from the sync thread and the loop, so serialised,
-        and never moved backwards by a slower writer."""
-        with self._ledger_lock:
-            if acked > self._ledger_seq:
-                data = fmt.encode_ledger(acked)
-                try:
-                    _write_atomically(self.directory / "ledger", data)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                        raise
-                    # A full disk cannot take a new ledger.tmp, and only a newer ledger lets
-                    # acknowledged segments be deleted to free space: overwrite in place.
-                    # The record is smaller than a sector, and its CRC catches a torn write
-                    # (then everything on disk is replayed: duplicates, never loss).
-                    _overwrite_in_place(self.directory / "ledger", data)
-                self._ledger_seq = acked
-
     def _sync_now(self) -> None:
-        fds, sync_dir = self._take_sync_work()
+        work = self._take_sync_work()
         try:
-            _sync_files(fds, self.directory if sync_dir else None)
-            self._mark_durable(self._written_seq)
+            _sync_files(work.fds, work.directory)
+            self._sync_done(work)
         except OSError as exc:  # append() must never fail: retry in the group commit
-            self._dirty = self._dir_dirty = True
-            self._error_log.error("spool fdatasync failed (%s); retrying", exc)
+            self._sync_failed(work, exc)
             self._schedule_sync()
 
     def _after_persist(self, acked: int) -> None:
-        self._persisted_acked_seq = acked
         # Whole segments below the durable ledger can go; never the active one.
         while self._segments and self._segments[0] is not self._active and self._segments[0].last_seq < acked:
             segment = self._segments.pop(0)
@@ -592,8 +620,7 @@ class DiskSpool:
         if self._sync_handle is not None:
             self._sync_handle.cancel()
             self._sync_handle = None
-        if self._fd >= 0:
-            await self._sync_in_thread()
+        await self._sync_in_thread()
 
     async def close(self) -> None:
         if self.closed:
@@ -615,6 +642,7 @@ class DiskSpool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        self._ledger.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -643,7 +671,9 @@ class DiskSpool:
             acked_above.remove(acked)
             acked += 1
         try:
-            self._persist_ledger(acked)
+            # Durable before the segment goes, as for acknowledged segments (an invariant).
+            self._ledger.write(acked)
+            self._ledger.sync_now()
         except OSError as exc:
             self._note_write_error(exc)
             return False
@@ -658,7 +688,7 @@ class DiskSpool:
         self._mem_bytes = sum(len(c.payload) for c in self._mem)
         self._disk = collections.deque(r for r in self._disk if r.seq > segment.last_seq)
         self._acked_above = acked_above
-        self._acked_seq = self._persisted_acked_seq = acked
+        self._acked_seq = acked
         self._segments.remove(segment)
         if self._read_index == 0:
             self._read_offset = fmt.SEGMENT_HEADER_SIZE
@@ -722,7 +752,7 @@ def verify(directory: Path) -> dict[str, int | str]:
     acked = 1
     ledger = queue / "ledger"
     if ledger.exists():
-        acked = fmt.decode_ledger(ledger.read_bytes(), str(ledger))
+        acked = fmt.decode_ledger_file(ledger.read_bytes(), str(ledger)).acked_seq
     report["acked_seq"] = acked
     for path in sorted(queue.glob("*" + SEGMENT_SUFFIX)):
         data = path.read_bytes()
@@ -763,28 +793,6 @@ def _pread(path: Path, offset: int, size: int) -> bytes:
         return f.read(size)
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _overwrite_in_place(path: Path, data: bytes) -> None:
-    path.with_name(path.name + ".tmp").unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY)  # no O_CREAT: only an existing, allocated ledger
-    try:
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _sync_files(fds: list[int], directory: Path | None) -> None:
     """fdatasync and close every fd (all of them closed, even if one fails), then fsync
     ``directory`` so that new segment files are found after a power loss."""
@@ -799,12 +807,4 @@ def _sync_files(fds: list[int], directory: Path | None) -> None:
     if error is not None:
         raise error
     if directory is not None:
-        _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(directory)

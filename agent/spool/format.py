@@ -27,14 +27,23 @@ MAX_BODY = 1 << 30  # a sanity bound: a larger length is corruption
 LEDGER_MAGIC = b"SLSFWDLG"
 LEDGER = struct.Struct("<8sHQ")
 LEDGER_SIZE = LEDGER.size + 4
+# The ledger file holds two copies (slots) of the record, in different 4 KiB pages, so that
+# a torn overwrite of one leaves the other intact. A file of one record (as written by
+# slsfwd before the two slots) is read as slot 0 alone.
+LEDGER_SLOT_OFFSETS = (0, 4096)
+LEDGER_FILE_SIZE = LEDGER_SLOT_OFFSETS[1] + LEDGER_SIZE
 
 
 class FormatError(Exception):
     pass
 
 
+class OtherVersionError(FormatError):
+    """Written by a slsfwd with another format version: refuse, never misread."""
+
+
 def _other_version(where: str, version: int) -> FormatError:
-    return FormatError(
+    return OtherVersionError(
         f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
         "ship it with a matching slsfwd or move the spool directory away"
     )
@@ -171,3 +180,40 @@ def decode_ledger(data: bytes, where: str) -> int:
     if version != FORMAT_VERSION:
         raise _other_version(where, version)
     return acked_seq
+
+
+def encode_ledger_file(acked_seq: int) -> bytes:
+    """A whole new ledger file: both slots hold ``acked_seq``."""
+    record = encode_ledger(acked_seq)
+    return record + bytes(LEDGER_SLOT_OFFSETS[1] - LEDGER_SIZE) + record
+
+
+class LedgerSlots(NamedTuple):
+    acked_seq: int  # the largest valid slot's
+    newest_slot: int  # which slot holds it
+    problems: list[str]  # what is wrong with the other slot, if anything
+
+
+def decode_ledger_file(data: bytes, where: str) -> LedgerSlots:
+    """The acknowledged position in a ledger file. One damaged slot is a torn overwrite
+    (reported in ``problems``); FormatError if no slot is valid, OtherVersionError if any
+    slot was written by another format version."""
+    if len(data) == LEDGER_FILE_SIZE:
+        slots = [data[offset:offset + LEDGER_SIZE] for offset in LEDGER_SLOT_OFFSETS]
+    elif len(data) == LEDGER_SIZE:
+        slots = [data]
+    else:
+        raise FormatError(f"{where}: ledger has {len(data)} bytes, expected {LEDGER_FILE_SIZE} (or {LEDGER_SIZE})")
+    values: dict[int, int] = {}
+    problems = []
+    for index, slot in enumerate(slots):
+        try:
+            values[index] = decode_ledger(slot, f"{where} slot {index}")
+        except OtherVersionError:
+            raise
+        except FormatError as exc:
+            problems.append(str(exc))
+    if not values:
+        raise FormatError("; ".join(problems))
+    newest = max(values, key=values.__getitem__)
+    return LedgerSlots(values[newest], newest, problems)
