@@ -10,7 +10,6 @@ shipper's business.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import ssl
@@ -21,11 +20,10 @@ from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from . import __version__
 from .batch import Destination
 from .errors import BAD_RESPONSE, NETWORK_ERROR, ShipError
+from .http1 import Http1Client, HttpError
 from .sdk import AUTH_VERSION_4, AuthV1, AuthV4, CredentialsProvider
 
 if TYPE_CHECKING:
@@ -66,12 +64,9 @@ class Endpoint:
         except ValueError:
             return False
 
-    def base_url(self, project: str) -> str:
+    def connect_host(self, project: str) -> str:
         """Where to connect: the project's virtual host, or the IP itself."""
-        host = self.host if self.is_ip else f"{project}.{self.host}"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"{self.scheme}://{host}:{self.port}"
+        return self.host if self.is_ip else f"{project}.{self.host}"
 
     def host_header(self, project: str) -> str:
         return f"{project}.{self.authority}"
@@ -134,36 +129,29 @@ class PutLogsClient:
     ) -> None:
         self.endpoint = endpoint
         self.signer = signer
-        self._timeouts = timeouts
-        self._max_connections = max_connections
-        self._ssl: ssl.SSLContext | bool = False
+        context = None
         if endpoint.scheme == "https":
-            self._ssl = ssl.create_default_context(cafile=ca_file) if verify_tls else False
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections, ssl=self._ssl, ttl_dns_cache=60, enable_cleanup_closed=True
-            )
-            timeout = aiohttp.ClientTimeout(
-                total=self._timeouts.request_s,
-                sock_connect=self._timeouts.connect_s,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=timeout, skip_auto_headers=("User-Agent", "Content-Type")
-            )
-        return self._session
+            context = ssl.create_default_context(cafile=ca_file)
+            if not verify_tls:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+        self._http = Http1Client(
+            ssl_context=context, connect_timeout_s=timeouts.connect_s, request_timeout_s=timeouts.request_s,
+            max_idle=max_connections,
+        )
+        self._hosts: dict[str, tuple[str, str]] = {}  # project -> (connect host, Host header)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.close()
 
     async def put(self, dest: Destination, body: bytes, raw_size: int) -> None:
+        hosts = self._hosts.get(dest.project)
+        if hosts is None:
+            hosts = self._hosts[dest.project] = (self.endpoint.connect_host(dest.project),
+                                                 self.endpoint.host_header(dest.project))
         resource = f"/logstores/{dest.logstore}/shards/lb"
         headers = {
-            "Host": self.endpoint.host_header(dest.project),
+            "Host": hosts[1],
             "Content-Type": "application/x-protobuf",
             "Content-Length": str(len(body)),
             "x-log-apiversion": API_VERSION,
@@ -172,22 +160,18 @@ class PutLogsClient:
             "User-Agent": USER_AGENT,
         }
         self.signer.sign("POST", resource, headers, body)
-        url = self.endpoint.base_url(dest.project) + resource
         try:
-            async with self._client().post(url, data=body, headers=headers) as response:
-                payload = await response.read()
-                if response.status == 200:
-                    return
-                raise _error_from_response(response.status, payload, response.headers)
-        except ShipError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise ShipError(NETWORK_ERROR, _describe(exc)) from None
+            response = await self._http.request(hosts[0], self.endpoint.port, "POST", resource,
+                                                 list(headers.items()), body)
+        except HttpError as exc:
+            raise ShipError(NETWORK_ERROR, str(exc)) from None
+        if response.status != 200:
+            raise _error_from_response(response.status, response.body, response.headers)
 
 
 def _error_from_response(status: int, payload: bytes, headers) -> ShipError:
     request_id = headers.get("x-log-requestid", "")
-    server_date = headers.get("Date")
+    server_date = headers.get("date")
     try:
         doc = json.loads(payload)
         code = str(doc["errorCode"])
@@ -197,13 +181,6 @@ def _error_from_response(status: int, payload: bytes, headers) -> ShipError:
             BAD_RESPONSE, f"HTTP {status}, unreadable body", status=status, request_id=request_id, server_date=server_date
         )
     return ShipError(code, message, status=status, request_id=request_id, server_date=server_date)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, asyncio.TimeoutError):
-        return "timed out"
-    text = str(exc) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:300]
 
 
 def client_for(sls) -> tuple["PutLogsClient", "EcsRamRoleProvider | None"]:

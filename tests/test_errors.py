@@ -213,25 +213,25 @@ def test_rate_limited_log_levels(captured):
 
 
 @pytest.mark.parametrize(
-    "text, scheme, port, base_url, host_header",
+    "text, scheme, port, connect_host, host_header",
     [
         ("cn-hangzhou-intranet.log.aliyuncs.com", "http", 80,
-         "http://proj.cn-hangzhou-intranet.log.aliyuncs.com:80", "proj.cn-hangzhou-intranet.log.aliyuncs.com"),
+         "proj.cn-hangzhou-intranet.log.aliyuncs.com", "proj.cn-hangzhou-intranet.log.aliyuncs.com"),
         ("https://cn-hangzhou.log.aliyuncs.com", "https", 443,
-         "https://proj.cn-hangzhou.log.aliyuncs.com:443", "proj.cn-hangzhou.log.aliyuncs.com"),
+         "proj.cn-hangzhou.log.aliyuncs.com", "proj.cn-hangzhou.log.aliyuncs.com"),
         ("http://cn-hangzhou.log.aliyuncs.com/", "http", 80,
-         "http://proj.cn-hangzhou.log.aliyuncs.com:80", "proj.cn-hangzhou.log.aliyuncs.com"),
-        ("http://127.0.0.1:8080", "http", 8080, "http://127.0.0.1:8080", "proj.127.0.0.1:8080"),
-        ("127.0.0.1:8080", "http", 8080, "http://127.0.0.1:8080", "proj.127.0.0.1:8080"),
-        ("https://10.0.0.9", "https", 443, "https://10.0.0.9:443", "proj.10.0.0.9"),
-        ("http://[::1]:8080", "http", 8080, "http://[::1]:8080", "proj.[::1]:8080"),
-        ("sls.example.com:8443", "http", 8443, "http://proj.sls.example.com:8443", "proj.sls.example.com:8443"),
+         "proj.cn-hangzhou.log.aliyuncs.com", "proj.cn-hangzhou.log.aliyuncs.com"),
+        ("http://127.0.0.1:8080", "http", 8080, "127.0.0.1", "proj.127.0.0.1:8080"),
+        ("127.0.0.1:8080", "http", 8080, "127.0.0.1", "proj.127.0.0.1:8080"),
+        ("https://10.0.0.9", "https", 443, "10.0.0.9", "proj.10.0.0.9"),
+        ("http://[::1]:8080", "http", 8080, "::1", "proj.[::1]:8080"),
+        ("sls.example.com:8443", "http", 8443, "proj.sls.example.com", "proj.sls.example.com:8443"),
     ],
 )
-def test_endpoint_parse(text, scheme, port, base_url, host_header):
+def test_endpoint_parse(text, scheme, port, connect_host, host_header):
     endpoint = Endpoint.parse(text)
     assert (endpoint.scheme, endpoint.port) == (scheme, port)
-    assert endpoint.base_url("proj") == base_url
+    assert endpoint.connect_host("proj") == connect_host
     assert endpoint.host_header("proj") == host_header
 
 
