@@ -40,6 +40,7 @@ from .sockets import inherited_sockets, take_matching
 from .status import StatusServer
 from .ship import PutLogsSink, Shipper, Sink
 from .transform import LineTransformer, Router
+from .wakeups import GRID_S, on_grid
 
 log = logging.getLogger("slsfwd")
 
@@ -259,11 +260,12 @@ class Agent:
             return
         loop = asyncio.get_running_loop()
         # The batcher's clock is time.monotonic, the same clock as the loop's on Linux.
-        self._linger_timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._linger_expired)
+        when = on_grid(loop.time(), max(0.0, deadline - time.monotonic()))
+        self._linger_timer = loop.call_at(when, self._linger_expired)
 
     def _linger_expired(self) -> None:
         self._linger_timer = None
-        self.batcher.close_expired()
+        self.batcher.close_expired(early_s=GRID_S)  # the timer fired on the grid, before the deadline
         self._arm_linger()
 
     def _publish_transform_stats(self) -> None:

@@ -136,8 +136,9 @@ class Batcher:
             return None
         return min(b.opened_at for b in self._open.values()) + self.linger
 
-    def close_expired(self) -> None:
-        cutoff = self._clock() - self.linger
+    def close_expired(self, early_s: float = 0.0) -> None:
+        """Close the batches whose linger ends within ``early_s`` from now."""
+        cutoff = self._clock() - self.linger + early_s
         for batch in [b for b in self._open.values() if b.opened_at <= cutoff]:
             self._close(batch)
 

@@ -23,11 +23,14 @@ from .framing import FramerStats, LineFramer
 from .listener import Listener
 from .queue import ChunkQueue
 from .selflog import RateLimitedLog
+from .wakeups import on_grid
 
 log = logging.getLogger("slsfwd.receive")
 
 # Reads smaller than this start a short coalescing pause (input.read_coalesce_ms).
 COALESCE_BELOW_BYTES = 16384
+# A held read goes out alone if no read follows the end of its pause this soon.
+HELD_ALONE_AFTER_S = 0.02
 
 
 class LineReceiver(Listener):
@@ -76,7 +79,7 @@ class LineReceiver(Listener):
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("receiver", "framer", "transport", "peer", "_open", "_coalescing")
+    __slots__ = ("receiver", "framer", "transport", "peer", "_open", "_coalescing", "_held", "_held_deadline")
 
     def __init__(self, receiver: LineReceiver) -> None:
         self.receiver = receiver
@@ -85,6 +88,8 @@ class _Connection(asyncio.Protocol):
         self.peer = ""
         self._open = False
         self._coalescing: asyncio.TimerHandle | None = None
+        self._held: list[bytes] = []  # the small read that began a coalescing pause
+        self._held_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -98,11 +103,33 @@ class _Connection(asyncio.Protocol):
             self.backpressure_changed()
 
     def data_received(self, data: bytes) -> None:
-        if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s and self._coalescing is None:
+        if self._coalescing is not None:  # a read already under way when the pause began
+            self._held.append(data)
+            return
+        if self._held:  # the first read after a pause: one chunk with what was held
+            data = b"".join([*self._held, data])
+            self._held = []
+            self._held_deadline.cancel()
+            self._held_deadline = None
+        elif len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
             # A small read means a low rate: wait a moment so the next wake-up reads many
             # lines at once. Waking per line is what makes a naive agent cost 7% of a core.
-            self.transport.pause_reading()
-            self._coalescing = asyncio.get_running_loop().call_later(self.receiver.coalesce_s, self._coalesce_done)
+            # The read is held and delivered with the next one, as one chunk: alone, it would
+            # cost the spool another sync and the consumer another wake-up. (Like the bytes
+            # waiting in the kernel meanwhile, a kill -9 loses it: at most read_coalesce_ms.)
+            self._pause_to_coalesce()
+            self._held.append(data)
+            return
+        if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
+            self._pause_to_coalesce()
+        self._receive(data)
+
+    def _pause_to_coalesce(self) -> None:
+        self.transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        self._coalescing = loop.call_at(on_grid(loop.time(), self.receiver.coalesce_s), self._coalesce_done)
+
+    def _receive(self, data: bytes) -> None:
         stats = self.framer.stats
         before = (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors)
         self.receiver._count_bytes(len(data))
@@ -125,7 +152,16 @@ class _Connection(asyncio.Protocol):
             self._open = False
             self.receiver._closed(self)
 
+    def _release_held(self) -> None:
+        if self._held_deadline is not None:
+            self._held_deadline.cancel()
+            self._held_deadline = None
+        held, self._held = self._held, []
+        if held:
+            self._receive(b"".join(held))
+
     def _flush_partial(self) -> None:
+        self._release_held()
         tail = self.framer.finish()
         if tail:
             self.receiver._deliver(self.peer, tail, self.framer.stats)
@@ -141,6 +177,9 @@ class _Connection(asyncio.Protocol):
 
     def _coalesce_done(self) -> None:
         self._coalescing = None
+        if self._held:
+            # Delivered with the read this resumption brings, or alone if none comes soon.
+            self._held_deadline = asyncio.get_running_loop().call_later(HELD_ALONE_AFTER_S, self._release_held)
         if not self.receiver.backpressured and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

@@ -43,11 +43,17 @@ async def test_a_trickle_of_lines_is_read_once_per_window() -> None:
         receiver.stop_accepting()
         receiver.close_connections()
     assert b"".join(p for _, p in chunks) == b"".join(b"line %d\n" % i for i in range(20))
-    # The first line is read at once, then about one read per 300 ms window: 20 lines in 3-4 reads.
-    assert 2 <= len(chunks) <= 5, [len(p) for _, p in chunks]
-    assert chunks[0][0] - started < 0.2
-    gaps = [b[0] - a[0] for a, b in zip(chunks, chunks[1:])]
-    assert all(gap >= 0.25 for gap in gaps), gaps
+    # The first read begins a pause and is held: it is delivered when the window ends (on the
+    # wake-up grid, so between half the window and the window), together with the lines read
+    # then. About one wake-up per 300 ms window: 20 lines in 2-5 wake-ups.
+    wakeups = [chunks[0][0]]
+    for at, _ in chunks[1:]:
+        if at - wakeups[-1] > 0.02:
+            wakeups.append(at)
+    assert 2 <= len(wakeups) <= 5, [round(w - started, 3) for w in wakeups]
+    assert 0.14 <= wakeups[0] - started < 0.4
+    gaps = [b - a for a, b in zip(wakeups, wakeups[1:])]
+    assert all(gap >= 0.14 for gap in gaps), gaps
 
 
 async def test_without_coalescing_every_write_is_read_promptly() -> None:
@@ -99,3 +105,19 @@ async def test_a_partial_line_is_delivered_when_the_peer_closes(coalesce_ms: int
         receiver.stop_accepting()
         receiver.close_connections()
     assert b"".join(p for _, p in chunks) == b"first\nno newline at the end\n"
+
+
+async def test_a_held_line_is_delivered_when_the_window_ends_even_if_nothing_follows() -> None:
+    receiver, queue, port = await _receiver(coalesce_ms=300)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        started = time.monotonic()
+        writer.write(b"alone\n")
+        await writer.drain()
+        chunks = await _chunks_until(queue, 1, timeout=2)
+    finally:
+        writer.close()
+        receiver.stop_accepting()
+        receiver.close_connections()
+    assert [p for _, p in chunks] == [b"alone\n"]
+    assert 0.14 <= chunks[0][0] - started < 0.4

@@ -20,6 +20,7 @@ from .. import metrics
 from ..queue import Chunk
 from ..selflog import RateLimitedLog
 from . import format as fmt
+from ..wakeups import on_grid
 from .ledger import Ledger, fsync_dir
 
 log = logging.getLogger("slsfwd.spool")
@@ -143,6 +144,7 @@ class DiskSpool:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._sync_handle: asyncio.TimerHandle | None = None
         self._sync_task: asyncio.Task | None = None
+        self._last_sync_start = float("-inf")  # loop time
         self._dirty = False
         # Rotation does not fsync on the event loop: the group commit syncs these
         # finished segments' fds, then the directory (new segment entries), then the ledger.
@@ -517,22 +519,28 @@ class DiskSpool:
         already running is followed by another at once, so waiters group-commit per batch."""
         self._sync_urgent = True
         if self._sync_task is None and not self.closed:
-            if self._sync_handle is not None:
-                self._sync_handle.cancel()
-                self._sync_handle = None
             self._start_sync()
 
     def _schedule_sync(self) -> None:
-        """Arm the group commit: ``fsync_ms`` after a write, LEDGER_SYNC_MS after only an
-        acknowledgement. A running sync schedules the next one when it ends."""
+        """Arm the group commit. A write is synced at once if no sync began in the last
+        ``fsync_ms`` (in the thread, while the loop goes on: no timer wake-up at low rates),
+        else by the sync ``fsync_ms`` after the last one began; an acknowledgement alone
+        waits up to LEDGER_SYNC_MS. A running sync schedules the next one when it ends."""
         if self._sync_task is not None or self.closed:
             return
         data = self._dirty or bool(self._unsynced_fds)
         if not data and not self._ledger_behind():
             return
-        delay_ms = self.fsync_ms if data else max(self.fsync_ms, LEDGER_SYNC_MS)
         loop = asyncio.get_running_loop()
-        when = loop.time() + max(delay_ms, 1) / 1000.0
+        now = loop.time()
+        if data:
+            delay = self._last_sync_start + self.fsync_ms / 1000.0 - now
+            if delay <= 0:
+                self._start_sync()
+                return
+        else:
+            delay = max(self.fsync_ms, LEDGER_SYNC_MS) / 1000.0
+        when = on_grid(now, delay)
         if self._sync_handle is not None:
             if self._sync_handle.when() <= when:
                 return
@@ -546,9 +554,13 @@ class DiskSpool:
         return self._dirty or bool(self._unsynced_fds) or self._ledger_behind()
 
     def _start_sync(self) -> None:
-        self._sync_handle = None
+        if self._sync_handle is not None:
+            self._sync_handle.cancel()  # this sync does what it was armed for
+            self._sync_handle = None
         if self._needs_sync():
-            self._sync_task = asyncio.get_running_loop().create_task(self._sync_in_thread())
+            loop = asyncio.get_running_loop()
+            self._last_sync_start = loop.time()
+            self._sync_task = loop.create_task(self._sync_in_thread())
 
     def _take_sync_work(self) -> _SyncWork:
         """What covers everything written so far: segment fds, the directory, the ledger."""
