@@ -1063,7 +1063,9 @@ async def test_fsync_ms_zero_syncs_every_append(tmp_path, monkeypatch):
 
 async def test_rotation_leaves_every_sync_to_the_group_commit_thread(tmp_path, monkeypatch):
     """Rotating segments must not block the event loop on fdatasync: the finished
-    segments, the new ones and the directory are synced by the group commit's thread."""
+    segments, the new ones and the directory are synced by the group commit's thread
+    (when more than INLINE_SYNC_BYTES wait to be synced)."""
+    monkeypatch.setattr(disk, "INLINE_SYNC_BYTES", -1)  # -1: every sync in the thread
     loop_thread = threading.get_ident()
     on_loop = []
     synced = set()
@@ -1094,6 +1096,22 @@ async def test_rotation_leaves_every_sync_to_the_group_commit_thread(tmp_path, m
     assert set(segments) <= synced  # finished segments too, not only the active one
     assert on_loop == []
     assert_chunks(await get_n(spool, 60), range(1, 61), sent)
+    await spool.close()
+
+
+async def test_a_small_group_commit_syncs_on_the_loop_and_a_large_one_in_the_thread(tmp_path, monkeypatch):
+    """Below INLINE_SYNC_BYTES a sync costs less on the loop than handed to the thread."""
+    loop_thread = threading.get_ident()
+    where = []
+    real = os.fdatasync
+    monkeypatch.setattr(disk.os, "fdatasync", lambda fd: (where.append(threading.get_ident() == loop_thread), real(fd))[1])
+    spool, _ = open_spool(tmp_path, fsync_ms=20)
+    append_n(spool, 1, 1)  # the first write after a quiet fsync_ms: synced at once
+    assert where == [True] and spool._durable_seq == 1
+    append_n(spool, 2, 1, width=disk.INLINE_SYNC_BYTES)  # within fsync_ms: waits for the next commit
+    assert where == [True] and spool._durable_seq == 1
+    await until(lambda: spool._durable_seq == 2)
+    assert where == [True, False]  # more than INLINE_SYNC_BYTES: in the thread
     await spool.close()
 
 
@@ -1471,6 +1489,7 @@ async def test_drop_oldest_ledger_write_races_with_the_group_commit(tmp_path, mo
     """drop_oldest writes and syncs the ledger on the loop while a group-commit thread is still
     syncing an older value of it: the slower sync must not move the ledger, or the durable
     position that segment deletion trusts, back behind the dropped segment."""
+    monkeypatch.setattr(disk, "INLINE_SYNC_BYTES", -1)  # every group commit in its thread
     spool, _ = open_spool(tmp_path, segment_bytes=1024, max_bytes=3000, full_policy="drop_oldest", fsync_ms=1)
     append_n(spool, 1, 10, width=100)
     await spool.flush()

@@ -42,9 +42,12 @@ Invariants
 * A record is appended to the segment with ``write(2)`` as soon as its bytes
   were read from a socket, so a ``kill -9`` of the agent loses nothing that
   was read. Segments are fdatasync()ed at most ``spool.fsync_ms`` after the
-  write (group commit), so a power loss loses at most that window. The
-  group commit also syncs the segments finished since the last one, then the
-  directory: rotating to a new segment never blocks the event loop on a sync.
+  write (group commit), so a power loss loses at most that window: the first
+  write after a quiet ``fsync_ms`` at once, later ones with the commit
+  ``fsync_ms`` after the last began. The group commit also syncs the
+  segments finished since the last one, then the directory. Up to 256 KiB of
+  writes are synced on the event loop (cheaper than a thread hand-off), more
+  in a thread, so rotating to a new segment never blocks the loop on a sync.
   (A power loss right after a rotation can leave a new segment whose header
   is zeros; recovery reads its records anyway.)
 * A whole segment is deleted only after the ledger that acknowledges all of

@@ -31,6 +31,10 @@ DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 READ_AHEAD_BYTES = 8 * 1024 * 1024  # chunks kept in memory for the reader before it reads from disk
 DISK_READ_BYTES = 1024 * 1024  # a reader behind the writer reads records back this much at a time
 WRITE_RETRY_S = 1.0
+# A group commit with at most this much written since the last one fdatasyncs on the loop
+# (about a millisecond); more goes to a thread, so that the loop keeps receiving meanwhile.
+INLINE_SYNC_BYTES = 256 * 1024
+SYNC_RETRY_S = 0.1  # a failed sync is retried this long after at the soonest
 # Acknowledgements reach the ledger file at once (a pwrite); its fdatasync rides on the next
 # group commit, or waits at most this long when no data is written meanwhile.
 LEDGER_SYNC_MS = 1000
@@ -145,6 +149,8 @@ class DiskSpool:
         self._sync_handle: asyncio.TimerHandle | None = None
         self._sync_task: asyncio.Task | None = None
         self._last_sync_start = float("-inf")  # loop time
+        self._unsynced_bytes = 0  # written since the last sync began
+        self._retry_sync_at = float("-inf")  # after a failed sync, not before this (loop time)
         self._dirty = False
         # Rotation does not fsync on the event loop: the group commit syncs these
         # finished segments' fds, then the directory (new segment entries), then the ledger.
@@ -336,6 +342,7 @@ class DiskSpool:
         active.last_seq = item.seq
         self._written_seq = item.seq
         self._dirty = True
+        self._unsynced_bytes += len(head) + len(payload)
         chunk = Chunk(item.seq, item.received_at, item.peer, item.payload, item.lines, time.monotonic())
         if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
             self._mem.append(chunk)
@@ -344,7 +351,6 @@ class DiskSpool:
             self._read_offset = active.size
         else:
             self._mem_mode = False  # the reader goes to disk from its position
-        self._has_data.set()
         if self._write_error is not None and not self._pending:
             self._clear_write_error()
         return True
@@ -359,6 +365,9 @@ class DiskSpool:
                 self._drop_oldest()
             if self._totals.bytes >= self.max_bytes:
                 self._has_room.clear()
+        # Wake the reader after arming the sync: a sync started now runs in its thread while
+        # the reader's turn transforms the chunk, instead of waking the loop again later.
+        self._has_data.set()
 
     def _rotate(self, first_seq: int) -> None:
         self._open_new_segment(first_seq)
@@ -534,7 +543,7 @@ class DiskSpool:
         loop = asyncio.get_running_loop()
         now = loop.time()
         if data:
-            delay = self._last_sync_start + self.fsync_ms / 1000.0 - now
+            delay = max(self._last_sync_start + self.fsync_ms / 1000.0, self._retry_sync_at) - now
             if delay <= 0:
                 self._start_sync()
                 return
@@ -557,9 +566,15 @@ class DiskSpool:
         if self._sync_handle is not None:
             self._sync_handle.cancel()  # this sync does what it was armed for
             self._sync_handle = None
-        if self._needs_sync():
-            loop = asyncio.get_running_loop()
-            self._last_sync_start = loop.time()
+        if not self._needs_sync():
+            return
+        loop = asyncio.get_running_loop()
+        self._last_sync_start = loop.time()
+        if self._unsynced_bytes <= INLINE_SYNC_BYTES:
+            # Little to write back: syncing here costs less CPU than handing it to the
+            # thread (a thread wake-up, GIL hand-offs, and one more wake-up of the loop).
+            self._sync_now()
+        else:
             self._sync_task = loop.create_task(self._sync_in_thread())
 
     def _take_sync_work(self) -> _SyncWork:
@@ -569,6 +584,7 @@ class DiskSpool:
             fds.append(os.dup(self._fd))
         sync_dir, self._dir_dirty = self._dir_dirty, False
         self._dirty = False
+        self._unsynced_bytes = 0
         if self._acked_seq > self._ledger.value:
             self._write_ledger()  # a write that failed before, retried
         ledger_fd, acked = self._ledger.take_sync()
@@ -583,6 +599,7 @@ class DiskSpool:
         self._mark_durable(work.written)
 
     def _sync_failed(self, work: _SyncWork, exc: OSError) -> None:
+        self._retry_sync_at = asyncio.get_running_loop().time() + max(self.fsync_ms / 1000.0, SYNC_RETRY_S)
         self._dirty = self._dir_dirty = True
         if work.ledger:
             self._ledger.sync_failed()
