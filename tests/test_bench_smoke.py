@@ -23,3 +23,8 @@ def test_hotpath_benchmark_runs_and_verifies() -> None:
 def test_spool_benchmark_runs() -> None:
     out = run_module("bench.bench_spool", "--lines", "20000", "--repeat", "1")
     assert "append fsync_ms=200" in out
+
+
+def test_everyday_benchmark_runs() -> None:
+    out = run_module("bench.bench_everyday", "--rounds", "1", "--seconds", "2")
+    assert "this tree: median" in out
