@@ -107,10 +107,7 @@ class _Connection(asyncio.Protocol):
             self._held.append(data)
             return
         if self._held:  # the first read after a pause: one chunk with what was held
-            data = b"".join([*self._held, data])
-            self._held = []
-            self._held_deadline.cancel()
-            self._held_deadline = None
+            data = b"".join([*self._take_held(), data])
         elif len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
             # A small read means a low rate: wait a moment so the next wake-up reads many
             # lines at once. Waking per line is what makes a naive agent cost 7% of a core.
@@ -152,11 +149,15 @@ class _Connection(asyncio.Protocol):
             self._open = False
             self.receiver._closed(self)
 
-    def _release_held(self) -> None:
+    def _take_held(self) -> list[bytes]:
         if self._held_deadline is not None:
             self._held_deadline.cancel()
             self._held_deadline = None
         held, self._held = self._held, []
+        return held
+
+    def _release_held(self) -> None:
+        held = self._take_held()
         if held:
             self._receive(b"".join(held))
 

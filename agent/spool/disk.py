@@ -365,8 +365,8 @@ class DiskSpool:
                 self._drop_oldest()
             if self._totals.bytes >= self.max_bytes:
                 self._has_room.clear()
-        # Wake the reader after arming the sync: a sync started now runs in its thread while
-        # the reader's turn transforms the chunk, instead of waking the loop again later.
+        # Wake the reader after arming the sync, so that a sync handed to the thread starts
+        # before the reader's turn: it then ends while the loop is busy, not after it slept.
         self._has_data.set()
 
     def _rotate(self, first_seq: int) -> None:
@@ -532,9 +532,9 @@ class DiskSpool:
 
     def _schedule_sync(self) -> None:
         """Arm the group commit. A write is synced at once if no sync began in the last
-        ``fsync_ms`` (in the thread, while the loop goes on: no timer wake-up at low rates),
-        else by the sync ``fsync_ms`` after the last one began; an acknowledgement alone
-        waits up to LEDGER_SYNC_MS. A running sync schedules the next one when it ends."""
+        ``fsync_ms`` (so low rates need no timer wake-up for it), else by the sync
+        ``fsync_ms`` after the last one began; an acknowledgement alone waits up to
+        LEDGER_SYNC_MS. A running sync schedules the next one when it ends."""
         if self._sync_task is not None or self.closed:
             return
         data = self._dirty or bool(self._unsynced_fds)
@@ -583,7 +583,7 @@ class DiskSpool:
         if self._dirty and self._fd >= 0:
             fds.append(os.dup(self._fd))
         sync_dir, self._dir_dirty = self._dir_dirty, False
-        self._dirty = False
+        self._dirty = self._sync_urgent = False
         self._unsynced_bytes = 0
         if self._acked_seq > self._ledger.value:
             self._write_ledger()  # a write that failed before, retried
@@ -607,7 +607,6 @@ class DiskSpool:
 
     async def _sync_in_thread(self) -> None:
         work = self._take_sync_work()
-        self._sync_urgent = False
         try:
             await asyncio.to_thread(_sync_files, work.fds, work.directory)
             self._sync_done(work)
