@@ -106,19 +106,19 @@ class _Connection(asyncio.Protocol):
         if self._coalescing is not None:  # a read already under way when the pause began
             self._held.append(data)
             return
-        if self._held:  # the first read after a pause: one chunk with what was held
-            data = b"".join([*self._take_held(), data])
-        elif len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
+        held = self._take_held()  # after a pause: delivered with this read, as one chunk
+        if held:
+            data = b"".join([*held, data])
+        if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
             # A small read means a low rate: wait a moment so the next wake-up reads many
             # lines at once. Waking per line is what makes a naive agent cost 7% of a core.
-            # The read is held and delivered with the next one, as one chunk: alone, it would
-            # cost the spool another sync and the consumer another wake-up. (Like the bytes
-            # waiting in the kernel meanwhile, a kill -9 loses it: at most read_coalesce_ms.)
             self._pause_to_coalesce()
-            self._held.append(data)
-            return
-        if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
-            self._pause_to_coalesce()
+            if not held:
+                # Held too, and delivered with the next read: alone, it would cost the spool
+                # another sync and the consumer another wake-up. (Like the bytes waiting in
+                # the kernel meanwhile, a kill -9 loses it: at most read_coalesce_ms.)
+                self._held.append(data)
+                return
         self._receive(data)
 
     def _pause_to_coalesce(self) -> None:
@@ -149,7 +149,9 @@ class _Connection(asyncio.Protocol):
             self._open = False
             self.receiver._closed(self)
 
-    def _take_held(self) -> list[bytes]:
+    def _take_held(self) -> list[bytes] | tuple[()]:
+        if not self._held:
+            return ()  # the common case on a busy connection: no new list per read
         if self._held_deadline is not None:
             self._held_deadline.cancel()
             self._held_deadline = None

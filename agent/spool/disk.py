@@ -19,9 +19,10 @@ from typing import Callable
 from .. import metrics
 from ..queue import Chunk
 from ..selflog import RateLimitedLog
-from . import format as fmt
 from ..wakeups import on_grid
-from .ledger import Ledger, fsync_dir
+from . import format as fmt
+from .files import fsync_dir, write_all
+from .ledger import Ledger
 
 log = logging.getLogger("slsfwd.spool")
 
@@ -277,7 +278,7 @@ class DiskSpool:
         # O_EXCL: a segment file is never reused; that would mix two runs' records.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
-            _write_all(fd, fmt.segment_header())
+            write_all(fd, fmt.segment_header())
         except OSError:
             os.close(fd)
             path.unlink(missing_ok=True)
@@ -802,17 +803,10 @@ def verify(directory: Path) -> dict[str, int | str]:
     return report
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 def _write_both(fd: int, head: bytes, payload: bytes) -> None:
     written = os.writev(fd, (head, payload))
     if written < len(head) + len(payload):  # a short write (a nearly full disk): finish it
-        _write_all(fd, (head + payload)[written:])
+        write_all(fd, (head + payload)[written:])
 
 
 def _pread(path: Path, offset: int, size: int) -> bytes:

@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 
 from . import format as fmt
+from .files import write_atomically
 
 log = logging.getLogger("slsfwd.spool")
 
@@ -135,25 +136,3 @@ class Ledger:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
