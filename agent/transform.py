@@ -9,9 +9,17 @@ for frame+parse+encode+compress in CPython), so it works on whole chunks:
   ``str`` cost more than parsing it.
 * Lines of a few sources interleave, so the batches a chunk feeds are kept in
   a per-chunk map by route: switching batch is one dict look-up.
-* A ``0.1`` line is split once; the six fields before ``msg`` repeat a lot
-  (same host, app and pid), so their encoded Contents come from a bounded
-  cache keyed by the raw field values; the time field is cached per second.
+* The six fields before ``msg`` repeat a lot (same host, app and pid), so a
+  line's encoded Time and fields come from a bounded cache keyed by the raw
+  bytes before ``msg``; the time field is cached per second.
+* Finding where ``msg`` starts is the costly part of a line: splitting it
+  into 11 fields makes 11 objects. Nearly every line rsyslog sends is an
+  RFC 3164 or local message, whose ``msgid`` is ``-`` and whose ``msg`` keeps
+  the space that followed ``tag:``, so one ``partition`` at the first
+  ``" -  "`` cuts the line into the cache key and the message (space already
+  dropped). That cut is right exactly when the key holds the first eight
+  fields, which depends on the key alone; so only keys checked once against
+  the full split enter that cache, and every other line takes the split.
 * Anything unusual (user formats, too few fields, bad timestamps, times
   outside SLS's window) leaves the fast path for :mod:`agent.parse`'s
   readable functions, which are the specification; the tests check that
@@ -42,6 +50,9 @@ from .parse import (
 _FAST = BUILTIN_FORMATS["0.1"]
 _FAST_VERSION = _FAST.version_bytes
 _FAST_SPLIT = _FAST.maxsplit
+# What ends the eighth field when msgid is "-" and msg keeps its leading space.
+_NIL_MSGID = b" -  "
+_NIL_MSGID_HEAD = len(_NIL_MSGID) - 1  # the bytes of it that belong to the head
 _MSG_PREFIX = encode.key_prefix(MSG_KEY)
 _MSG_FRAMING = encode.value_framing_table(_MSG_PREFIX)
 # Framing plus the message, by message length: a log's body length is then one addition.
@@ -87,8 +98,10 @@ class LineTransformer:
         self.batcher = batcher
         self.stats = TransformStats()
         self._clock = clock
-        # peer source -> {line prefix up to msg -> (encoded head, strip space, route) or _SLOW}
+        # peer source -> {line before " -  " -> (encoded head, route, its length) or _SLOW}
         self._heads: dict[str, dict[bytes, object]] = {}
+        # peer source -> {line before msg -> ((encoded head, route, its length), strip space) or _SLOW}
+        self._split_heads: dict[str, dict[bytes, object]] = {}
         self._routes: dict[tuple[bytes, bytes, str], tuple[Destination, str]] = {}
         self._interned_routes: dict[tuple[Destination, str], tuple[Destination, str]] = {}
         self._times: dict[bytes, object] = {}
@@ -121,21 +134,18 @@ class LineTransformer:
         entry_headers = encode.LOG_ENTRY_HEADERS
         small = encode.SMALL_LENGTH_LIMIT
         slow = _SLOW
-        maxsplit = _FAST_SPLIT
+        nil_msgid = _NIL_MSGID
+        split_head = self._split_head
         # The batches this chunk already feeds, by route: lines of a few sources usually
         # interleave, and a switch should cost a dict look-up, not the batcher's calls.
         held: dict[tuple[Destination, str], Batch] = {}
         route = batch = logs = None
         used = 0
         for line in lines:
-            parts = line.split(b" ", maxsplit)
-            if len(parts) == 11:
-                msg = parts[10]
-                head = heads.get(line[: len(line) - len(msg)])
-                if head is None:
-                    head = self._new_head(line[: len(line) - len(msg)], parts, heads, now, peer_src)
-            else:
-                head = slow
+            key, cut, msg = line.partition(nil_msgid)
+            head = heads.get(key) if cut else None
+            if head is None:
+                head, msg = split_head(line, key if cut else None, heads, now, peer_src)
             if head is slow:
                 if line:
                     if batch is not None:
@@ -146,9 +156,7 @@ class LineTransformer:
                 else:
                     self.stats.empty_lines += 1
                 continue
-            head_bytes, strip_space, head_route, head_len = head
-            if strip_space and msg[:1] == b" ":
-                msg = msg[1:]
+            head_bytes, head_route, head_len = head
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
             mlen = len(msg)
@@ -198,24 +206,48 @@ class LineTransformer:
         a cached time is never judged against a stale window."""
         minute = now // 60
         if minute != self._cache_minute or len(self._heads) > _MAX_PEERS:
-            for cache in (self._heads, self._routes, self._interned_routes, self._times, self._fields):
+            for cache in (self._heads, self._split_heads, self._routes, self._interned_routes, self._times,
+                          self._fields):
                 cache.clear()
             self._cache_minute = minute
         heads = self._heads.get(peer_src)
         if heads is None:
             heads = self._heads[peer_src] = {}
+            self._split_heads[peer_src] = {}
         return heads
 
-    def _new_head(self, key: bytes, parts: list[bytes], heads: dict, now: int, peer_src: str):
-        """Everything a ``0.1`` line's prefix decides: encoded Time and fields, the
-        space rule and the route; or _SLOW for lines the readable path must take.
-        The prefix includes the timestamp, so each part has its own cache too:
-        a new second costs three look-ups, not a re-encoding."""
-        head = self._encode_head(parts, now, peer_src)
+    def _split_head(self, line: bytes, nil_msgid_key: bytes | None, heads: dict, now: int, peer_src: str):
+        """(head, msg) of a line the ``" -  "`` cut did not settle: split it into its
+        fields. ``nil_msgid_key`` is what that cut left before it, if it found one;
+        when the split proves the cut right, the key enters ``heads`` for next time."""
+        parts = line.split(b" ", _FAST_SPLIT)
+        if len(parts) != 11:
+            return _SLOW, line
+        msg = parts[10]
+        key = line[: len(line) - len(msg)]
+        split_heads = self._split_heads[peer_src]
+        entry = split_heads.get(key)
+        if entry is None:
+            if len(split_heads) >= _CACHE_LIMIT:
+                split_heads.clear()
+            entry = split_heads[key] = self._encode_head(parts, now, peer_src)
+        cut_is_right = nil_msgid_key is not None and len(key) == len(nil_msgid_key) + _NIL_MSGID_HEAD
+        if entry is _SLOW:
+            if cut_is_right:
+                self._remember(heads, nil_msgid_key, _SLOW)
+            return _SLOW, line
+        head, strip_space = entry
+        if strip_space and msg[:1] == b" ":
+            msg = msg[1:]
+            if cut_is_right:  # the cut drops that very space
+                self._remember(heads, nil_msgid_key, head)
+        return head, msg
+
+    @staticmethod
+    def _remember(heads: dict, key: bytes, head: object) -> None:
         if len(heads) >= _CACHE_LIMIT:
             heads.clear()
         heads[key] = head
-        return head
 
     def _encode_head(self, parts: list[bytes], now: int, peer_src: str):
         if not self._fast_path or parts[0] != _FAST_VERSION:
@@ -243,7 +275,7 @@ class LineTransformer:
             return _SLOW
         encoded, strip_space = encoded_fields
         head = time_bytes + encoded
-        return (head, strip_space, route, len(head))
+        return (head, route, len(head)), strip_space
 
     def _encode_time(self, ts: bytes, now: int):
         if not ts.isdigit():

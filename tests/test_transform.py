@@ -197,6 +197,54 @@ def test_user_format_overriding_0_1_is_used_by_the_fast_path():
     assert by_key(batches) == expected
 
 
+# ---------------------------------------------------------------- the cut at " -  "
+
+_T = str(NOW).encode()
+# Each case: lines sent twice (once to fill the caches, once to hit them), with one chunk per line
+# and all of them in one chunk; the fast path must still encode what the reference encodes.
+_CUT_CASES = {
+    "usual": [line(msg="hello"), line(msg="world")],
+    "empty msg after the kept space": [line(msg=""), line(msg="x")],
+    "msg of spaces": [line(msg="   "), line(msg=" - ")],
+    "protocol 1 keeps the space": [line(pv="1", msg=" leading"), line(pv="1", msg="x")],
+    "procid '-' and an empty msgid": [b"0.1 sys_tag " + _T + b" 127.0.0.1 vm user.info 0 app -  msg", line()],
+    "empty procid": [b"0.1 sys_tag " + _T + b" 127.0.0.1 vm user.info 0 app  -  msg"],
+    "msgid other than '-'": [b"0.1 sys_tag " + _T + b" 127.0.0.1 vm user.info 1 app 7 ID47 a -  b -  c"],
+    "' -  ' after the hostname": [b"0.1 sys_tag " + _T + b" 127.0.0.1 -  0 app 7 -  msg", line()],
+    "' -  ' only in the message": [b"0.1 sys_tag " + _T + b" 127.0.0.1 vm user.info 1 app 7 - x -  y"],
+    "a cached key alone as a line": [line(msg="hello"), line(msg="hello").partition(b" -  ")[0]],
+    "a cached key and ' -' as a line": [line(msg="hello"), line(msg="hello").partition(b" -  ")[0] + b" -"],
+    "a cached key, then bad UTF-8 in msg": [line(msg="ok"), line(msg="ok") + b"\xff\xfe"],
+    "a cached key, then a newer time": [line(msg="a"), line(ts=NOW + 1, msg="b")],
+    "time out of window, twice": [line(ts=NOW - 30 * DAY, msg="old"), line(ts=NOW - 30 * DAY, msg="older")],
+    "unknown version with a nil msgid": [line(version="9.9", msg="v"), line(version="9.9", msg="w")],
+    "routed tag": [line(tag="nginx_tag", msg="n"), line(msg="s")],
+}
+
+
+@pytest.mark.parametrize("lines", list(_CUT_CASES.values()), ids=list(_CUT_CASES))
+@pytest.mark.parametrize("one_chunk", [True, False], ids=["one_chunk", "chunk_per_line"])
+def test_nil_msgid_cut_encodes_what_the_reference_encodes(lines, one_chunk):
+    harness = Harness()
+    sent = lines + lines
+    if one_chunk:
+        harness.process(b"".join(raw + b"\n" for raw in sent))
+    else:
+        for seq, raw in enumerate(sent):
+            harness.process(raw + b"\n", seq=seq)
+    harness.batcher.close_all()
+    expected, ref_stats = reference(sent)
+    assert by_key(harness.closed) == expected
+    assert harness.stats.parse_errors == ref_stats.parse_errors
+    assert harness.stats.replaced_times == ref_stats.replaced_times
+
+
+def test_nil_msgid_cut_keeps_a_protocol_1_space_however_often_it_is_seen():
+    harness = Harness()
+    harness.run(b"".join(line(pv="1", msg="kept") + b"\n" for _ in range(5)))  # "... 42 -  kept"
+    assert [dict(c)["msg"] for b in harness.closed for _, c in decode(b)] == [b" kept"] * 5
+
+
 # ---------------------------------------------------------------- routing and sources
 
 
