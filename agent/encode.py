@@ -108,6 +108,11 @@ def group_trailer(topic: str, source: str, tags: Sequence[tuple[str, str]]) -> b
     return b"".join(out)
 
 
+def log_group(logs: list[bytes], topic: str, source: str, tags: Sequence[tuple[str, str]]) -> bytes:
+    """A raw LogGroup from encoded logs: the batch is copied once, with its trailer."""
+    return b"".join([*logs, group_trailer(topic, source, tags)])
+
+
 def _str_with_length(text: str) -> bytes:
     raw = text.encode("utf-8")
     return length_prefix(len(raw)) + raw

@@ -14,7 +14,7 @@ from . import hostinfo
 from .batch import Destination
 from .config import Config
 from .credentials import CredentialsUnavailable
-from .encode import compress, encode_log, group_trailer
+from .encode import compress, encode_log, log_group
 from .errors import NETWORK_ERROR, ShipError
 from .putlogs import client_for
 
@@ -43,7 +43,7 @@ async def live_check(config: Config) -> tuple[bool, str]:
     dest = Destination(sls.project, sls.logstore, sls.topic)
     host = hostinfo.hostname()
     log = encode_log(int(time.time()), [("app-name", b"slsfwd"), ("msg", f"slsfwd check --live from {host}".encode())])
-    raw = log + group_trailer(sls.topic, sls.source_ip or hostinfo.primary_ipv4(), [("__hostname__", host)])
+    raw = log_group([log], sls.topic, sls.source_ip or hostinfo.primary_ipv4(), [("__hostname__", host)])
     started = time.monotonic()
     try:
         await client.put(dest, compress(raw), len(raw))

@@ -17,7 +17,7 @@ from pathlib import Path
 from . import hostinfo
 from .batch import Destination
 from .config import Config
-from .encode import compress, encode_log, group_trailer
+from .encode import compress, encode_log, log_group
 from .errors import ShipError
 from .parse import ORIGINAL_TIME_KEY, fix_time
 from .putlogs import PutLogsClient, client_for
@@ -98,7 +98,7 @@ async def _send(client: PutLogsClient, dest: Destination, source: str, tags, bat
         if replaced and not any(k == ORIGINAL_TIME_KEY for k, _ in contents):
             contents.append((ORIGINAL_TIME_KEY, str(record.get("time")).encode()))
         logs.append(encode_log(unix_time, contents))
-    raw = b"".join(logs) + group_trailer(dest.topic, source, tags)
+    raw = log_group(logs, dest.topic, source, tags)
     await client.put(dest, compress(raw), len(raw))
 
 

@@ -27,7 +27,7 @@ from typing import Awaitable, Callable, Protocol
 from . import backoff, metrics
 from .batch import Batch, Destination
 from .deadletter import DeadLetters, decode_logs
-from .encode import compress, encode_log, group_trailer
+from .encode import compress, encode_log, log_group
 from .errors import AUTH_CODES, Action, ShipError
 from .parse import ORIGINAL_TIME_KEY, fix_time
 from .selflog import RateLimitedLog
@@ -48,7 +48,7 @@ class PutLogsSink:
         self.client = client
 
     async def put(self, dest: Destination, source: str, tags: list[tuple[str, str]], logs: list[bytes]) -> None:
-        raw = b"".join([*logs, group_trailer(dest.topic, source, tags)])  # one copy of the batch, not two
+        raw = log_group(logs, dest.topic, source, tags)
         body = compress(raw)
         await self.client.put(dest, body, len(raw))
         metrics.SHIPPED_BYTES.labels(stage="raw").inc(len(raw))

@@ -109,7 +109,7 @@ def make_transformer(on_close: Callable[[Batch], None]) -> LineTransformer:
 
 
 def raw_group(batch: Batch) -> bytes:
-    return b"".join(batch.logs) + encode.group_trailer(batch.dest.topic, batch.source, TAGS)
+    return encode.log_group(batch.logs, batch.dest.topic, batch.source, TAGS)
 
 
 def _ignore_ack(seq: int) -> None:

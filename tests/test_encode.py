@@ -9,7 +9,18 @@ from google.protobuf.internal.encoder import _VarintBytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.encode import compress, content, encode_log, group_trailer, key_prefix, length_prefix, log_entry, time_field, varint
+from agent.encode import (
+    compress,
+    content,
+    encode_log,
+    group_trailer,
+    key_prefix,
+    length_prefix,
+    log_entry,
+    log_group,
+    time_field,
+    varint,
+)
 
 
 @pytest.mark.parametrize(
@@ -80,9 +91,7 @@ def _decoded(group, raw_values: bool):
 
 
 def _build(logs, topic, source, tags) -> bytes:
-    return b"".join(encode_log(t, [(k, v.encode("utf-8")) for k, v in contents]) for t, contents in logs) + group_trailer(
-        topic, source, tags
-    )
+    return log_group([encode_log(t, [(k, v.encode("utf-8")) for k, v in contents]) for t, contents in logs], topic, source, tags)
 
 
 @settings(max_examples=60, deadline=None)

@@ -245,6 +245,12 @@ def test_nil_msgid_cut_keeps_a_protocol_1_space_however_often_it_is_seen():
     assert [dict(c)["msg"] for b in harness.closed for _, c in decode(b)] == [b" kept"] * 5
 
 
+def test_a_bare_cr_inside_a_message_is_data():
+    harness = Harness()
+    (batch,) = harness.run(line(msg="before\rafter") + b"\n" + line(msg="next") + b"\n")
+    assert [dict(c)["msg"] for _, c in decode(batch)] == [b"before\rafter", b"next"]
+
+
 # ---------------------------------------------------------------- routing and sources
 
 
