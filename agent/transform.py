@@ -7,8 +7,10 @@ for frame+parse+encode+compress in CPython), so it works on whole chunks:
   no check. Otherwise only non-ASCII messages are decoded, and the fields of
   a prefix once, when they enter their cache: decoding a whole chunk into a
   ``str`` cost more than parsing it.
-* Lines of a few sources interleave, so the batches a chunk feeds are kept in
-  a per-chunk map by route: switching batch is one dict look-up.
+* A line costs one append: a chunk's logs are gathered per route (lines of a
+  few sources interleave, and a switch is one dict look-up), and each route's
+  run goes to :meth:`Batcher.add_run`, which finds where batches fill with
+  running sums in C.
 * The six fields before ``msg`` repeat a lot (same host, app and pid), so a
   line's encoded Time and fields come from a bounded cache keyed by the raw
   bytes before ``msg``; the time field is cached per second.
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from . import encode
-from .batch import Batch, Batcher, Destination, Ticket
+from .batch import Batcher, Destination, Ticket
 from .parse import (
     BUILTIN_FORMATS,
     MSG_KEY,
@@ -126,9 +128,6 @@ class LineTransformer:
         self.stats.lines += len(lines)
 
         # Names bound locally: attribute and global look-ups cost on a per-line loop.
-        batcher = self.batcher
-        max_logs = batcher.max_logs
-        max_bytes = batcher.max_bytes
         msg_framing = _MSG_FRAMING
         framed_length = _MSG_FRAMED_LENGTH
         entry_headers = encode.LOG_ENTRY_HEADERS
@@ -136,11 +135,12 @@ class LineTransformer:
         slow = _SLOW
         nil_msgid = _NIL_MSGID
         split_head = self._split_head
-        # The batches this chunk already feeds, by route: lines of a few sources usually
-        # interleave, and a switch should cost a dict look-up, not the batcher's calls.
-        held: dict[tuple[Destination, str], Batch] = {}
-        route = batch = logs = None
-        used = 0
+        # The chunk's logs by route, in line order; batch limits are applied per route
+        # after the loop, so a line costs one append. Lines of a few sources usually
+        # interleave: a switch of route costs one dict look-up.
+        by_route: dict[tuple[Destination, str], list[bytes]] = {}
+        route = None
+        logs: list[bytes] = []
         for line in lines:
             key, cut, msg = line.partition(nil_msgid)
             head = heads.get(key) if cut else None
@@ -148,11 +148,7 @@ class LineTransformer:
                 head, msg = split_head(line, key if cut else None, heads, now, peer_src)
             if head is slow:
                 if line:
-                    if batch is not None:
-                        batch.raw_bytes = used
-                    batch = route = None  # the slow path may close any batch
-                    held.clear()
-                    self._slow_line(line, received_at, now, peer_src, ticket)
+                    self._slow_line(line, received_at, now, peer_src, by_route)
                 else:
                     self.stats.empty_lines += 1
                 continue
@@ -168,36 +164,15 @@ class LineTransformer:
                     log = encode.log_entry(head_bytes + msg_framing[mlen] + msg)
             else:
                 log = encode.log_entry(head_bytes + encode.content(_MSG_PREFIX, msg))
-            size = len(log)
-            # The open batch's byte count lives in ``used`` while we append to it;
-            # it is written back before anything else can look at the batch.
             if head_route is not route:
-                if batch is not None:
-                    batch.raw_bytes = used
                 route = head_route
-                batch = held.get(route)
-                if batch is None:
-                    batch = held[route] = batcher.batch_for_route(route)
-                    batch.hold(ticket)
-                logs = batch.logs
-                used = batch.raw_bytes
-            if used + size > max_bytes and logs:
-                batch.raw_bytes = used
-                batcher.close_if_full(batch, size)
-                batch = held[route] = batcher.batch_for_route(route)
-                batch.hold(ticket)
-                logs = batch.logs
-                used = batch.raw_bytes
+                logs = by_route.get(route)
+                if logs is None:
+                    logs = by_route[route] = []
             logs.append(log)
-            used += size
-            if len(logs) >= max_logs:
-                batch.raw_bytes = used
-                batcher.close_if_full(batch)
-                del held[route]
-                batch = route = None
-        if batch is not None:
-            batch.raw_bytes = used
         ticket.lines = len(lines)
+        for route, logs in by_route.items():
+            self.batcher.add_run(route, logs, ticket)
 
     # -- helpers off the per-line fast path -------------------------------
 
@@ -303,10 +278,13 @@ class LineTransformer:
         index, value = _FAST.strip_space_when  # type: ignore[misc]
         return encoded, fields[index] == value
 
-    def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, ticket: Ticket) -> None:
+    def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, by_route: dict) -> None:
         line = self._valid_utf8(line)
         dest, source, log = self.encode_line(line, received_at, now, peer_src)
-        self.batcher.add(dest, source, log, ticket)
+        logs = by_route.get((dest, source))
+        if logs is None:
+            logs = by_route[(dest, source)] = []
+        logs.append(log)
 
     def encode_line(self, line: bytes, received_at: int, now: int, peer_src: str) -> tuple[Destination, str, bytes]:
         """The readable reference: any line -> (destination, source, encoded log)."""

@@ -539,9 +539,9 @@ def test_close_stale_closes_only_batches_whose_oldest_line_has_waited_a_linger()
     batcher = Batcher(max_logs=100, max_bytes=1 << 20, linger=2.0, on_close=closed.append, clock=lambda: 100.0)
     backlog = Ticket(1, lambda seq: None, appended=0.0)  # read back from disk
     live = Ticket(2, lambda seq: None, appended=99.5)
-    batcher.add(DEFAULT, "10.0.0.1", b"old", backlog)
-    batcher.add(DEFAULT, "10.0.0.1", b"newer", live)  # the batch's oldest line decides
-    batcher.add(NGINX, "10.0.0.1", b"live", live)
+    batcher.add_run((DEFAULT, "10.0.0.1"), [b"old"], backlog)
+    batcher.add_run((DEFAULT, "10.0.0.1"), [b"newer"], live)  # the batch's oldest line decides
+    batcher.add_run((NGINX, "10.0.0.1"), [b"live"], live)
     batcher.close_stale(100.0 - 2.0)
     assert [(b.dest, b.logs) for b in closed] == [(DEFAULT, [b"old", b"newer"])]
     batcher.close_stale(101.6 - 2.0)
