@@ -100,7 +100,7 @@ class LineTransformer:
         self.batcher = batcher
         self.stats = TransformStats()
         self._clock = clock
-        # peer source -> {line before " -  " -> (encoded head, route, its length) or _SLOW}
+        # peer source -> {line before " -  " -> (encoded head, route, its length)}; fast lines only
         self._heads: dict[str, dict[bytes, object]] = {}
         # peer source -> {line before msg -> ((encoded head, route, its length), strip space) or _SLOW}
         self._split_heads: dict[str, dict[bytes, object]] = {}
@@ -135,6 +135,7 @@ class LineTransformer:
         slow = _SLOW
         nil_msgid = _NIL_MSGID
         split_head = self._split_head
+        head_of = heads.get
         # The chunk's logs by route, in line order; batch limits are applied per route
         # after the loop, so a line costs one append. Lines of a few sources usually
         # interleave: a switch of route costs one dict look-up.
@@ -143,15 +144,15 @@ class LineTransformer:
         logs: list[bytes] = []
         for line in lines:
             key, cut, msg = line.partition(nil_msgid)
-            head = heads.get(key) if cut else None
+            head = head_of(key) if cut else None
             if head is None:
                 head, msg = split_head(line, key if cut else None, heads, now, peer_src)
-            if head is slow:
-                if line:
-                    self._slow_line(line, received_at, now, peer_src, by_route)
-                else:
-                    self.stats.empty_lines += 1
-                continue
+                if head is slow:
+                    if line:
+                        self._slow_line(line, received_at, now, peer_src, by_route)
+                    else:
+                        self.stats.empty_lines += 1
+                    continue
             head_bytes, head_route, head_len = head
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
@@ -206,23 +207,17 @@ class LineTransformer:
             if len(split_heads) >= _CACHE_LIMIT:
                 split_heads.clear()
             entry = split_heads[key] = self._encode_head(parts, now, peer_src)
-        cut_is_right = nil_msgid_key is not None and len(key) == len(nil_msgid_key) + _NIL_MSGID_HEAD
         if entry is _SLOW:
-            if cut_is_right:
-                self._remember(heads, nil_msgid_key, _SLOW)
             return _SLOW, line
         head, strip_space = entry
         if strip_space and msg[:1] == b" ":
             msg = msg[1:]
-            if cut_is_right:  # the cut drops that very space
-                self._remember(heads, nil_msgid_key, head)
+            if nil_msgid_key is not None and len(key) == len(nil_msgid_key) + _NIL_MSGID_HEAD:
+                # The cut was at the field boundary, and it drops that very space.
+                if len(heads) >= _CACHE_LIMIT:
+                    heads.clear()
+                heads[nil_msgid_key] = head
         return head, msg
-
-    @staticmethod
-    def _remember(heads: dict, key: bytes, head: object) -> None:
-        if len(heads) >= _CACHE_LIMIT:
-            heads.clear()
-        heads[key] = head
 
     def _encode_head(self, parts: list[bytes], now: int, peer_src: str):
         if not self._fast_path or parts[0] != _FAST_VERSION:

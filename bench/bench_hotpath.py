@@ -13,7 +13,7 @@ each on inputs prepared beforehand, each timed with ``time.perf_counter``:
                    ``Ticket`` per chunk; closed batches are dropped.
 ``lz4``            ``encode.compress`` of every raw LogGroup of the corpus.
 ``full``           the agent's path: reads -> framer -> transformer -> batcher
-                   -> ``b"".join(logs) + group_trailer(...)`` -> compress.
+                   -> ``encode.log_group`` -> compress.
 ``sdk-reference``  the same reads -> the same framer -> ``parse.parse_line``
                    per line -> ``aliyun.log.proto.LogGroup`` built with the
                    SDK's protobuf classes -> ``SerializeToString`` -> LZ4.
