@@ -131,7 +131,6 @@ class LineTransformer:
         msg_framing = _MSG_FRAMING
         framed_length = _MSG_FRAMED_LENGTH
         entry_headers = encode.LOG_ENTRY_HEADERS
-        small = encode.SMALL_LENGTH_LIMIT
         slow = _SLOW
         nil_msgid = _NIL_MSGID
         split_head = self._split_head
@@ -157,13 +156,9 @@ class LineTransformer:
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
             mlen = len(msg)
-            if mlen < small:
-                body_len = head_len + framed_length[mlen]
-                if body_len < small:
-                    log = b"".join((entry_headers[body_len], head_bytes, msg_framing[mlen], msg))
-                else:
-                    log = encode.log_entry(head_bytes + msg_framing[mlen] + msg)
-            else:
+            try:
+                log = b"".join((entry_headers[head_len + framed_length[mlen]], head_bytes, msg_framing[mlen], msg))
+            except IndexError:  # a message or log of 16 KiB or more: past the tables
                 log = encode.log_entry(head_bytes + encode.content(_MSG_PREFIX, msg))
             if head_route is not route:
                 route = head_route

@@ -239,6 +239,17 @@ def test_nil_msgid_cut_encodes_what_the_reference_encodes(lines, one_chunk):
     assert harness.stats.replaced_times == ref_stats.replaced_times
 
 
+@pytest.mark.parametrize("msg_len", [127, 128, 16300, 16383 - 80, 16383, 16384, 20000, 300_000])
+def test_long_messages_around_the_length_tables_match_the_reference(msg_len):
+    """Messages and logs of 16 KiB or more are past the framing tables: the general encoder."""
+    raw = line(msg="m" * msg_len)
+    harness = Harness()
+    harness.run(raw + b"\n" + raw + b"\n")
+    expected, _ = reference([raw, raw])
+    assert by_key(harness.closed) == expected
+    assert [dict(c)["msg"] for b in harness.closed for _, c in decode(b)] == [b"m" * msg_len] * 2
+
+
 def test_nil_msgid_cut_keeps_a_protocol_1_space_however_often_it_is_seen():
     harness = Harness()
     harness.run(b"".join(line(pv="1", msg="kept") + b"\n" for _ in range(5)))  # "... 42 -  kept"
