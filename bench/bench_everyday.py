@@ -53,8 +53,12 @@ def agent_cpu_percent(tree: Path, workdir: Path, corpus: Path, rate: float, seco
         procs.stop_all()
 
 
-def worktree(rev: str) -> Path:
-    where = WORK / f"tree-{rev}"
+def worktree(rev: str, work: Path = WORK) -> Path:
+    """REV checked out (detached) under ``work``; named by its commit, so a moved HEAD or branch
+    gets a fresh checkout and an unchanged one is reused."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=e2e.REPO, check=True,
+                            capture_output=True, text=True).stdout.strip()
+    where = work / f"tree-{commit[:12]}"
     if not (where / "agent").is_dir():
         subprocess.run(["git", "worktree", "add", "--force", "--detach", str(where), rev], cwd=e2e.REPO, check=True,
                        capture_output=True)

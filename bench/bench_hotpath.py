@@ -22,6 +22,11 @@ Rates are corpus lines (and corpus bytes) per second of the median run, so
 the per-line costs of frame, parse+encode and lz4 add up to about ``full``.
 The ratio is ``full`` / ``sdk-reference``.
 
+With ``--against REV`` it runs instead, ``--rounds`` times, this tree's benchmark and REV's (a
+``git worktree`` under ``bench/.work/hotpath/``, each with its own harness and agent) alternately as
+``--pin --repeat 1`` subprocesses, and prints the ``full`` rates and their per-round ratios: a paired
+comparison, as both see the same moments of a noisy host.
+
 Before timing, one run of each path is decoded with the SDK's ``LogGroupRaw``
 and compared log by log (time, keys, values, topic, source, tags), so that a
 broken encoder cannot look fast: the benchmark exits 1 if they differ.
@@ -41,9 +46,11 @@ import os
 import platform
 import pstats
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import lz4.block
@@ -80,6 +87,7 @@ HOST_IP = "10.0.0.1"
 PEER = "127.0.0.1"  # rsyslog on the same host
 TARGET_LINES_PER_S = 700_000  # issue 6, on a machine where the plain encoder does about 480k
 TARGET_RATIO = 3.0
+AGAINST_WORK = Path(__file__).resolve().parent / ".work" / "hotpath"
 
 
 @dataclass
@@ -464,14 +472,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-gc", action="store_true", help="disable the garbage collector in timed sections")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--profile", action="store_true", help="after timing, cProfile the full path (top 10 by own time)")
+    p.add_argument("--against", metavar="REV", help="paired rounds of this tree's and REV's benchmark (full stage)")
+    p.add_argument("--rounds", type=int, default=5, help="with --against: rounds of each (default 5)")
     args = p.parse_args(argv)
-    if args.lines < 1 or args.repeat < 1:
-        p.error("--lines and --repeat must be at least 1")
+    if args.lines < 1 or args.repeat < 1 or args.rounds < 1:
+        p.error("--lines, --repeat and --rounds must be at least 1")
     return args
+
+
+def full_rate_of(tree: Path, lines: int) -> float:
+    """One ``--pin --repeat 1`` run of ``tree``'s own hot-path benchmark: its ``full`` lines/s."""
+    out = AGAINST_WORK / "round.json"
+    subprocess.run([sys.executable, "-m", "bench.bench_hotpath", "--pin", "--repeat", "1", "--lines", str(lines),
+                    "--json", str(out)], cwd=tree, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(out.read_text())["stages"]["full"]["lines_per_s"]
+
+
+def compare_against(rev: str, rounds: int, lines: int) -> int:
+    from bench.bench_everyday import worktree
+
+    AGAINST_WORK.mkdir(parents=True, exist_ok=True)
+    trees = {rev: worktree(rev, AGAINST_WORK), "this tree": Path(__file__).resolve().parent.parent}
+    rates: dict[str, list[float]] = {name: [] for name in trees}
+    for r in range(rounds):
+        for name, tree in trees.items():
+            rates[name].append(full_rate_of(tree, lines))
+            print(f"round {r + 1}: {name:>12}: full {rates[name][-1]:,.0f} lines/s", flush=True)
+    for name, values in rates.items():
+        print(f"{name:>12}: median {statistics.median(values):,.0f} lines/s")
+    ratios = [new / old for old, new in zip(rates[rev], rates["this tree"])]
+    print(f"this tree / {rev}: median {statistics.median(ratios):.2f}x (per round: {', '.join(f'{x:.2f}' for x in ratios)})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.against:
+        return compare_against(args.against, args.rounds, args.lines)
     if args.pin:
         os.sched_setaffinity(0, {0})
     w = prepare(args.lines)

@@ -28,3 +28,12 @@ def test_spool_benchmark_runs() -> None:
 def test_everyday_benchmark_runs() -> None:
     out = run_module("bench.bench_everyday", "--rounds", "1", "--seconds", "2")
     assert "this tree: median" in out
+
+
+def test_hotpath_benchmark_compares_against_a_commit() -> None:
+    try:
+        out = run_module("bench.bench_hotpath", "--against", "HEAD", "--rounds", "1", "--lines", "5000")
+        assert "this tree / HEAD: median" in out
+    finally:
+        for tree in (ROOT / "bench" / ".work" / "hotpath").glob("tree-*"):
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
