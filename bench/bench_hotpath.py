@@ -24,8 +24,8 @@ The ratio is ``full`` / ``sdk-reference``.
 
 With ``--against REV`` it runs instead, ``--rounds`` times, this tree's benchmark and REV's (a
 ``git worktree`` under ``bench/.work/hotpath/``, each with its own harness and agent) alternately as
-``--pin --repeat 1`` subprocesses, and prints the ``full`` rates and their per-round ratios: a paired
-comparison, as both see the same moments of a noisy host.
+``--pin --repeat N`` subprocesses, and prints their median ``full`` rates and the per-round ratios: a
+paired comparison, as both see about the same moments of a noisy host.
 
 Before timing, one run of each path is decoded with the SDK's ``LogGroupRaw``
 and compared log by log (time, keys, values, topic, source, tags), so that a
@@ -480,15 +480,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def full_rate_of(tree: Path, lines: int) -> float:
-    """One ``--pin --repeat 1`` run of ``tree``'s own hot-path benchmark: its ``full`` lines/s."""
+def full_rate_of(tree: Path, lines: int, repeat: int) -> float:
+    """One ``--pin`` run of ``tree``'s own hot-path benchmark: its median ``full`` lines/s."""
     out = AGAINST_WORK / "round.json"
-    subprocess.run([sys.executable, "-m", "bench.bench_hotpath", "--pin", "--repeat", "1", "--lines", str(lines),
+    subprocess.run([sys.executable, "-m", "bench.bench_hotpath", "--pin", "--repeat", str(repeat), "--lines", str(lines),
                     "--json", str(out)], cwd=tree, check=True, stdout=subprocess.DEVNULL)
     return json.loads(out.read_text())["stages"]["full"]["lines_per_s"]
 
 
-def compare_against(rev: str, rounds: int, lines: int) -> int:
+def compare_against(rev: str, rounds: int, lines: int, repeat: int) -> int:
     from bench.bench_everyday import worktree
 
     AGAINST_WORK.mkdir(parents=True, exist_ok=True)
@@ -496,7 +496,7 @@ def compare_against(rev: str, rounds: int, lines: int) -> int:
     rates: dict[str, list[float]] = {name: [] for name in trees}
     for r in range(rounds):
         for name, tree in trees.items():
-            rates[name].append(full_rate_of(tree, lines))
+            rates[name].append(full_rate_of(tree, lines, repeat))
             print(f"round {r + 1}: {name:>12}: full {rates[name][-1]:,.0f} lines/s", flush=True)
     for name, values in rates.items():
         print(f"{name:>12}: median {statistics.median(values):,.0f} lines/s")
@@ -508,7 +508,7 @@ def compare_against(rev: str, rounds: int, lines: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.against:
-        return compare_against(args.against, args.rounds, args.lines)
+        return compare_against(args.against, args.rounds, args.lines, args.repeat)
     if args.pin:
         os.sched_setaffinity(0, {0})
     w = prepare(args.lines)
