@@ -102,9 +102,10 @@ class Batcher:
     def add_run(self, route: tuple[Destination, str], logs: list[bytes], ticket: Ticket) -> None:
         """Append ``logs`` (of ``ticket``'s chunk, in order) to the route's open batches.
 
-        A batch closes as soon as it holds ``max_logs`` logs, and before a log would take
-        it past ``max_bytes`` (a single larger log goes alone). The cut is found with
-        running sums in C, not with a comparison per log in Python.
+        A batch closes as soon as it is full, that is when it holds ``max_logs`` logs or
+        ``max_bytes`` (a single larger log goes alone), and before a log would take it past
+        ``max_bytes``. The cut is found with running sums in C, not with a comparison per
+        log in Python.
         """
         start, end = 0, len(logs)
         while start < end:
@@ -121,7 +122,7 @@ class Batcher:
                 batch.logs += logs[start : start + fit]
                 batch.raw_bytes += totals[fit - 1]
                 start += fit
-            if start < end or len(batch.logs) >= self.max_logs:
+            if start < end or len(batch.logs) >= self.max_logs or batch.raw_bytes >= self.max_bytes:
                 self._close(batch)
 
     def next_deadline(self) -> float | None:
