@@ -188,6 +188,33 @@ def test_generated_lines_match_the_reference(lines, peer):
                 value.decode("utf-8")  # SLS would answer InvalidEncoding otherwise
 
 
+# Few values, so that "-" then "" (a " -  " before msgid) and protocol 0 (its msg loses a space) are common.
+_CUT_TOKEN = st.sampled_from([b"", b"-", b"0", b"vm"])
+_CUT_LINE = st.tuples(
+    st.sampled_from([b"0.1", b"0.1", b"0.1", b"2.1"]),
+    st.sampled_from([str(NOW).encode(), str(NOW - 1).encode(), str(NOW - 30 * DAY).encode()]),
+    st.sampled_from([b"127.0.0.1", b"10.0.0.2"]),
+    st.one_of(st.lists(_CUT_TOKEN, min_size=6, max_size=6), st.lists(_CUT_TOKEN | st.just(b"\xff"), max_size=8)),
+    st.sampled_from([b"", b" ", b"  ", b"  "]),
+    st.lists(st.sampled_from([b" ", b"-", b"x", b" -  ", b"\r", b"\xff"]), max_size=6).map(b"".join),
+).map(lambda t: b" ".join([t[0], b"sys_tag", t[1], t[2], *t[3]]) + t[4] + t[5])
+
+
+@settings(max_examples=200, deadline=None)
+@given(pool=st.lists(_CUT_LINE, min_size=1, max_size=5), picks=st.lists(st.integers(0, 4), min_size=1, max_size=30),
+       cut=st.integers(0, 30))
+def test_repeated_lines_around_the_nil_msgid_cut_match_the_reference(pool, picks, cut):
+    """Lines drawn from a small pool, so that keys repeat and the cut's cache is hit, in two chunks."""
+    lines = [pool[i % len(pool)] for i in picks]
+    harness = Harness(user_formats={"2.1": ("level", "method")})
+    harness.process(b"".join(raw + b"\n" for raw in lines[:cut]), seq=0)
+    harness.process(b"".join(raw + b"\n" for raw in lines[cut:]), seq=1)
+    harness.batcher.close_all()
+    expected, ref_stats = reference(lines, user_formats={"2.1": ("level", "method")})
+    assert by_key(harness.closed) == expected
+    assert harness.stats.parse_errors == ref_stats.parse_errors
+
+
 def test_user_format_overriding_0_1_is_used_by_the_fast_path():
     formats = {"0.1": ("level", "method")}
     raw = line()
