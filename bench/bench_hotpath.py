@@ -489,7 +489,7 @@ def full_rate_of(tree: Path, lines: int, repeat: int) -> float:
 
 
 def compare_against(rev: str, rounds: int, lines: int, repeat: int) -> int:
-    from bench.bench_everyday import worktree
+    from bench.bench_everyday import worktree  # it loads the end-to-end harness: only --against needs it
 
     AGAINST_WORK.mkdir(parents=True, exist_ok=True)
     trees = {rev: worktree(rev, AGAINST_WORK), "this tree": Path(__file__).resolve().parent.parent}
