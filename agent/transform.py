@@ -271,10 +271,7 @@ class LineTransformer:
     def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, by_route: dict) -> None:
         line = self._valid_utf8(line)
         dest, source, log = self.encode_line(line, received_at, now, peer_src)
-        logs = by_route.get((dest, source))
-        if logs is None:
-            logs = by_route[(dest, source)] = []
-        logs.append(log)
+        by_route.setdefault((dest, source), []).append(log)
 
     def encode_line(self, line: bytes, received_at: int, now: int, peer_src: str) -> tuple[Destination, str, bytes]:
         """The readable reference: any line -> (destination, source, encoded log)."""

@@ -210,7 +210,7 @@ def run_plain(w: Workload) -> list[tuple[bytes, int]]:
 
     def close(key: tuple[Destination, str]) -> None:
         logs = groups.pop(key)[0]
-        raw = b"".join([*logs, encode.group_trailer(key[0].topic, key[1], TAGS)])
+        raw = encode.log_group(logs, key[0].topic, key[1], TAGS)
         out.append((encode.compress(raw), len(raw)))
 
     def plain_log(line: bytes, now: int) -> tuple[Destination, str, bytes] | None:
