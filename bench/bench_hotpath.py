@@ -522,8 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         result = {"machine": info, "lines": w.lines, "bytes": w.nbytes, "repeat": args.repeat,
                   "gc": not args.no_gc, "pinned": bool(args.pin), "verified": True, **summary}
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)  # bench/results/ is git-ignored: absent in a fresh clone
+        path.write_text(json.dumps(result, indent=2) + "\n")
     if args.profile:
         profile_full(w)
     return 0

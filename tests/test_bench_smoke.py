@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,12 @@ def run_module(*args: str) -> str:
     return done.stdout
 
 
-def test_hotpath_benchmark_runs_and_verifies() -> None:
-    out = run_module("bench.bench_hotpath", "--lines", "20000", "--repeat", "1")
+def test_hotpath_benchmark_runs_and_verifies(tmp_path: Path) -> None:
+    report = tmp_path / "not-yet" / "hotpath.json"  # like bench/results/ in a fresh clone
+    out = run_module("bench.bench_hotpath", "--lines", "20000", "--repeat", "1", "--json", str(report))
     assert "full / sdk-reference" in out
+    result = json.loads(report.read_text())
+    assert result["verified"] and result["lines"] == 20000 and result["stages"]["full"]["lines_per_s"] > 0
 
 
 def test_spool_benchmark_runs() -> None:
