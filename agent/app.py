@@ -10,7 +10,10 @@ Shutdown is ordered and has a deadline (``shutdown_timeout_s``):
 4. past the deadline, cancel what is still in flight: with the memory queue
    those lines are lost, and counted and logged as lost.
 
-A second SIGTERM/SIGINT exits at once.
+A second SIGTERM/SIGINT exits at once. A background task or callback that
+fails (:mod:`agent.supervise`) turns ``/healthz`` to 503 at once and stops the
+agent with exit code 1 within ``FAILURE_SHUTDOWN_S``: only what is already in
+flight gets that long, and the spool keeps the rest for the restart.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ from .sdnotify import Notifier
 from .sockets import inherited_sockets, take_matching
 from .status import StatusServer
 from .ship import PutLogsSink, Shipper, Sink
+from .supervise import FailureWatch, spawn
 from .transform import LineTransformer, Router
 from .wakeups import GRID_S, on_grid
 
 log = logging.getLogger("slsfwd")
 
 FORCED_EXIT_CODE = 130
+FAILURE_SHUTDOWN_S = 0.5  # after a background failure: exit well within a second, leave the rest to the spool
 # Encoded logs held in memory (open batches and batches being shipped). Past this the
 # consumer stops taking chunks, so that an outage leaves the backlog in the queue (on
 # disk, with the spool). It bounds memory, not unacknowledged input: a chunk stays
@@ -110,7 +115,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._window_open = asyncio.Event()
         self._published = {"parse": {}, "utf8": 0, "time": 0}
-        self.failure: BaseException | None = None
+        self.failures = FailureWatch(lambda _where, _exc: self._stop.set())
 
     # -- construction -----------------------------------------------------
 
@@ -140,6 +145,7 @@ class Agent:
     # -- running ----------------------------------------------------------
 
     async def start(self) -> None:
+        self.failures.install(asyncio.get_running_loop())
         if isinstance(self.queue, DiskSpool):
             report = self.queue.open()
             if report.replay_records:
@@ -166,8 +172,7 @@ class Agent:
         for unused in inherited:
             log.warning("inherited socket %s matches no listen address; ignoring it", _format_sockname(unused.getsockname()))
             unused.close()
-        self._consumer = asyncio.get_running_loop().create_task(self._consume(), name="consume")
-        self._consumer.add_done_callback(self._background_done)
+        self._consumer = spawn(self._consume(), name="consume")
         listeners = self.receiver.sockets + (self.relp.sockets if self.relp is not None else [])
         where = ", ".join(_format_sockname(s.getsockname()) for s in listeners)
         sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
@@ -183,9 +188,13 @@ class Agent:
         lines = self.receiver.lines + (relp.lines if relp else 0)
         return f"{state}; {connections} connections, received {lines} lines, backlog {self.queue.unacked_lines()} lines"
 
+    @property
+    def failed(self) -> bool:
+        return self.failures.failure is not None
+
     def health_problems_fatal(self) -> bool:
-        """Problems a restart can fix: a dead consumer task. (A held credential is not one.)"""
-        return self._consumer is not None and self._consumer.done()
+        """Problems a restart can fix: a failed task or callback. (A held credential is not one.)"""
+        return self.failed or (self._consumer is not None and self._consumer.done())
 
     def _oldest_unacked_age(self) -> float:
         oldest = self.queue.oldest_unacked_received_at()
@@ -196,7 +205,9 @@ class Agent:
         if isinstance(self.queue, DiskSpool) and self.queue.write_error:
             problems.append(f"spool cannot be written: {self.queue.write_error}")
         problems.extend(f"shipping refused: {reason}" for reason in self.shipper.blocked_reasons())
-        if self._consumer is not None and self._consumer.done():
+        if self.failures.failure is not None:
+            problems.append(f"{self.failures.failure}; stopping")
+        elif self._consumer is not None and self._consumer.done():
             problems.append("the consumer task has stopped")
         return problems
 
@@ -205,16 +216,6 @@ class Agent:
 
     async def wait_stopped(self) -> None:
         await self._stop.wait()
-
-    def _background_done(self, task: asyncio.Task) -> None:
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            # No background task may die silently: stop the agent and exit non-zero.
-            log.critical("%s task failed; stopping", task.get_name(), exc_info=exc)
-            self.failure = exc
-            self._stop.set()
 
     async def _consume(self) -> None:
         queue = self.queue
@@ -234,8 +235,6 @@ class Agent:
             ticket.seal()
             self._arm_linger()
             self._publish_transform_stats()
-            if self.shipper.failure is not None:
-                raise RuntimeError("a shipping task failed") from self.shipper.failure
             if queue.unread:
                 await asyncio.sleep(0)  # a turn for the shipper and the sockets between chunks
 
@@ -286,8 +285,9 @@ class Agent:
     # -- shutdown ---------------------------------------------------------
 
     async def shutdown(self) -> ShutdownReport:
-        deadline = time.monotonic() + self.config.shutdown_timeout_s
-        log.info("shutting down: shipping what is held (up to %.0f s)", self.config.shutdown_timeout_s)
+        timeout_s = FAILURE_SHUTDOWN_S if self.failed else self.config.shutdown_timeout_s
+        deadline = time.monotonic() + timeout_s
+        log.info("shutting down: shipping what is held (up to %.1f s)", timeout_s)
         self.notifier.stopping()
         self.receiver.stop_accepting()
         if self.relp is not None:
@@ -384,7 +384,7 @@ async def run(config: Config) -> int:
         return 1
     await agent.wait_stopped()
     report = await agent.shutdown()
-    if agent.failure is not None:
+    if agent.failed:
         return 1
     if report.clean:
         log.info("stopped cleanly")

@@ -136,11 +136,11 @@ def _dead_letter_replay(config: Config) -> int:
 
 
 def _import_logtail(path: Path) -> int:
-    from .migrate import ImportError_, load_logtail_config, to_toml
+    from .migrate import LogtailImportError, load_logtail_config, to_toml
 
     try:
         print(to_toml(load_logtail_config(path), str(path)), end="")
-    except ImportError_ as exc:
+    except LogtailImportError as exc:
         print(f"slsfwd import-logtail: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print("slsfwd import-logtail: fill in sls.project and sls.logstore, then run `slsfwd check`", file=sys.stderr)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
+
 DEFAULT_CONFIG_PATH = Path("/etc/slsfwd/slsfwd.toml")
 
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
@@ -237,6 +239,11 @@ def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
         key = f"input.formats[{i}]"
         if not fmt.version or " " in fmt.version:
             problems.append(f"{key}.version: must be a non-empty word")
+        if is_builtin_version(fmt.version):
+            problems.append(
+                f"{key}.version: {fmt.version!r} is a built-in Logtail version (those beginning with "
+                f"{' or '.join(BUILTIN_VERSION_PREFIXES)} are built in and cannot be redefined); remove this entry"
+            )
         if fmt.version in seen_versions:
             problems.append(f"{key}.version: {fmt.version!r} is defined twice")
         seen_versions.add(fmt.version)

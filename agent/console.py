@@ -12,7 +12,7 @@ import sys
 from typing import TextIO
 
 from .batch import Destination
-from .deadletter import decode_logs
+from .encode import decode_logs
 
 
 class ConsoleSink:

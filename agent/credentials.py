@@ -28,6 +28,7 @@ import aiohttp
 from . import metrics
 from .sdk import Credentials, CredentialsProvider, StaticCredentialsProvider
 from .selflog import RateLimitedLog
+from .supervise import spawn
 
 log = logging.getLogger("slsfwd.credentials")
 
@@ -81,7 +82,7 @@ class EcsRamRoleProvider(CredentialsProvider):
             await self.refresh()
         except CredentialsUnavailable as exc:
             self._failure_log.error("cannot get RAM role credentials yet: %s", exc)
-        self._task = asyncio.get_running_loop().create_task(self._refresh_loop(), name="ram-role-refresh")
+        self._task = spawn(self._refresh_loop(), name="ram-role-refresh")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -1,6 +1,6 @@
 """Logs the service rejected for good, kept as JSON lines with the reason.
 
-Files are ``<dir>/dead-letter-<unix time>.jsonl``, one JSON object a log::
+Files are ``<dir>/dead-letter-<unix time>-<pid>.jsonl``, one JSON object a log::
 
     {"reason": "InvalidKey", "message": "...", "project": "...", "logstore": "...",
      "topic": "", "source": "10.0.0.5", "time": 1795591573,
@@ -9,10 +9,19 @@ Files are ``<dir>/dead-letter-<unix time>.jsonl``, one JSON object a log::
 The directory is capped at ``max_bytes``; past the cap a log is not written
 but still counted (``slsfwd_dead_letter_logs_total{reason="cap_exceeded"}``)
 and reported in the agent's log, so nothing disappears unnoticed.
+
+A write returns only once the logs are fsynced, because the caller then
+acknowledges their spool records. The file work (the directory's size, the
+append and the fsync) runs in a worker thread, one write at a time, so a burst
+of rejected logs never stalls receiving and shipping. The directory's size is
+listed once and then kept as a running total; it is listed again only when the
+total says the cap is reached, because ``slsfwd dead-letter replay`` may have
+emptied files since.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -20,24 +29,46 @@ import time
 from pathlib import Path
 
 from .batch import Destination
-from .sdk import log_group_raw_class
+from .encode import decode_logs
+from .spool.files import fsync_dir, write_all
 
 log = logging.getLogger("slsfwd.deadletter")
 
+FILE_GLOB = "dead-letter-*.jsonl"
 
-def decode_logs(encoded_logs: list[bytes]) -> list[tuple[int, list[tuple[str, str]]]]:
-    """Encoded ``LogGroup.Logs`` entries -> (time, contents) using the SDK's schema."""
-    group = log_group_raw_class()()
-    group.ParseFromString(b"".join(encoded_logs))
-    out = []
-    for entry in group.Logs:
-        pairs = [
-            (c.Key.decode("utf-8", "backslashreplace") if isinstance(c.Key, bytes) else c.Key,
-             c.Value.decode("utf-8", "backslashreplace") if isinstance(c.Value, bytes) else c.Value)
-            for c in entry.Contents
-        ]
-        out.append((entry.Time, pairs))
-    return out
+
+def directory_bytes(directory: Path) -> int:
+    """What the dead-letter files in ``directory`` take; 0 if it does not exist."""
+    total = 0
+    for path in directory.glob(FILE_GLOB):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # removed by a replay meanwhile
+            pass
+    return total
+
+
+def to_records(dest: Destination, source: str, encoded_logs: list[bytes], reason: str, message: str) -> bytes:
+    """The JSON lines for ``encoded_logs``, as stored."""
+    now = int(time.time())
+    records = [
+        json.dumps(
+            {
+                "reason": reason,
+                "message": message,
+                "project": dest.project,
+                "logstore": dest.logstore,
+                "topic": dest.topic,
+                "source": source,
+                "time": unix_time,
+                "contents": contents,
+                "dead_lettered_at": now,
+            },
+            ensure_ascii=False,
+        )
+        for unix_time, contents in decode_logs(encoded_logs)
+    ]
+    return ("\n".join(records) + "\n").encode("utf-8")
 
 
 class DeadLetters:
@@ -46,46 +77,45 @@ class DeadLetters:
         self.max_bytes = max_bytes
         self.written_logs = 0
         self.over_cap_logs = 0
-        self._file_path: Path | None = None
+        self._file_path = directory / f"dead-letter-{int(time.time())}-{os.getpid()}.jsonl"
+        self._used_bytes: int | None = None  # running total; None until first listed
+        self._one_at_a_time = asyncio.Lock()
 
-    def used_bytes(self) -> int:
-        if not self.directory.is_dir():
-            return 0
-        return sum(p.stat().st_size for p in self.directory.glob("dead-letter-*.jsonl"))
+    async def write(self, dest: Destination, source: str, encoded_logs: list[bytes], reason: str, message: str) -> int:
+        """Store rejected logs durably; returns how many were written (the rest were over the cap).
 
-    def write(self, dest: Destination, source: str, encoded_logs: list[bytes], reason: str, message: str) -> int:
-        """Store rejected logs; returns how many were written (the rest were over the cap)."""
-        records = [
-            json.dumps(
-                {
-                    "reason": reason,
-                    "message": message,
-                    "project": dest.project,
-                    "logstore": dest.logstore,
-                    "topic": dest.topic,
-                    "source": source,
-                    "time": unix_time,
-                    "contents": contents,
-                    "dead_lettered_at": int(time.time()),
-                },
-                ensure_ascii=False,
-            )
-            for unix_time, contents in decode_logs(encoded_logs)
-        ]
-        data = ("\n".join(records) + "\n").encode("utf-8")
-        if self.used_bytes() + len(data) > self.max_bytes:
-            self.over_cap_logs += len(records)
+        Raises OSError if they cannot be stored; nothing was acknowledged then.
+        """
+        data = to_records(dest, source, encoded_logs, reason, message)
+        async with self._one_at_a_time:
+            stored = await asyncio.to_thread(self._store, data)
+        if not stored:
+            self.over_cap_logs += len(encoded_logs)
             log.error(
                 "dead-letter directory %s is full (%d bytes cap): %d rejected logs (%s) are counted but not kept",
-                self.directory, self.max_bytes, len(records), reason,
+                self.directory, self.max_bytes, len(encoded_logs), reason,
             )
             return 0
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self._file_path is None:
-            self._file_path = self.directory / f"dead-letter-{int(time.time())}-{os.getpid()}.jsonl"
-        with open(self._file_path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        self.written_logs += len(records)
-        return len(records)
+        self.written_logs += len(encoded_logs)
+        return len(encoded_logs)
+
+    def _store(self, data: bytes) -> bool:
+        """In the worker thread: append and fsync ``data`` unless that would pass the cap."""
+        if self._used_bytes is None or self._used_bytes + len(data) > self.max_bytes:
+            self._used_bytes = directory_bytes(self.directory)
+        if self._used_bytes + len(data) > self.max_bytes:
+            return False
+        new_file = not self._file_path.exists()
+        if new_file:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new_file:
+            fsync_dir(self.directory)  # the new file's name must survive a power loss too
+        self._used_bytes += len(data)
+        return True
+

@@ -63,6 +63,10 @@ SHIP_BLOCKED = Gauge(
 )
 REPAIRED_LOGS = Counter("slsfwd_ship_repaired_logs_total", "Logs repaired after the service rejected them", ["reason"])
 DEAD_LETTER_LOGS = Counter("slsfwd_dead_letter_logs_total", "Logs rejected for good and dead-lettered", ["reason"])
+DEAD_LETTER_WRITE_ERRORS = Counter(
+    "slsfwd_dead_letter_write_errors_total",
+    "Dead-letter writes that failed (full disk, permissions); the logs stay in the spool and the write is retried",
+)
 LOST_LINES = Counter(
     "slsfwd_lost_lines_total", "Lines the agent could not keep (memory queue at shutdown)", ["reason"]
 )
@@ -84,6 +88,13 @@ RELP_ACK_TIMEOUTS = Counter(
     "RELP sessions closed unacknowledged because their data did not become durable in time (rsyslog resends)",
 )
 
+INTERNAL_ERRORS = Counter(
+    "slsfwd_internal_errors_total",
+    "Unexpected exceptions: where=task or callback stops the agent (systemd restarts it), "
+    "where=connection closes that one connection",
+    ["where"],
+)
+
 
 def _initialise_labels() -> None:
     """Known label values start at 0, so dashboards and alerts see the series before the first event."""
@@ -102,6 +113,8 @@ def _initialise_labels() -> None:
     SPOOL_DROPPED_LINES.labels(reason="spool_full")
     for reason in ("shutdown_deadline", "spool_write_error"):
         LOST_LINES.labels(reason=reason)
+    for where in ("task", "callback", "connection"):
+        INTERNAL_ERRORS.labels(where=where)
 
 
 _initialise_labels()

@@ -64,6 +64,14 @@ BUILTIN_FORMATS: dict[str, LineFormat] = {
     "0.1": LineFormat("0.1", BUILTIN_0_1_FIELDS, strip_space_when=(2, b"0")),
 }
 
+# Logtail reserves every version that begins with these for its own formats: a
+# ``streamlog_formats`` entry with such a version never changed how lines were parsed.
+BUILTIN_VERSION_PREFIXES = ("0.", "1.")
+
+
+def is_builtin_version(version: str) -> bool:
+    return version.startswith(BUILTIN_VERSION_PREFIXES)
+
 
 def build_format_table(user_formats: Mapping[str, tuple[str, ...]]) -> dict[bytes, LineFormat]:
     """Built-in formats plus the user's ``[[input.formats]]``; user formats win."""

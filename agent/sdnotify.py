@@ -14,6 +14,8 @@ import os
 import socket
 from typing import Callable
 
+from .supervise import spawn
+
 log = logging.getLogger("slsfwd.sdnotify")
 
 
@@ -54,7 +56,7 @@ class Notifier:
     def start_watchdog(self, healthy: Callable[[], bool], status: Callable[[], str]) -> None:
         if self._watchdog_s is None or self._address is None:
             return
-        self._task = asyncio.get_running_loop().create_task(self._watchdog(healthy, status), name="watchdog")
+        self._task = spawn(self._watchdog(healthy, status), name="watchdog")
 
     async def _watchdog(self, healthy: Callable[[], bool], status: Callable[[], str]) -> None:
         assert self._watchdog_s is not None

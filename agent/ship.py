@@ -26,11 +26,12 @@ from typing import Awaitable, Callable, Protocol
 
 from . import backoff, metrics
 from .batch import Batch, Destination
-from .deadletter import DeadLetters, decode_logs
-from .encode import compress, encode_log, log_group
+from .deadletter import DeadLetters
+from .encode import compress, decode_logs, encode_log, log_group
 from .errors import AUTH_CODES, Action, ShipError
 from .parse import ORIGINAL_TIME_KEY, fix_time
 from .selflog import RateLimitedLog
+from .supervise import spawn
 
 log = logging.getLogger("slsfwd.ship")
 
@@ -109,18 +110,14 @@ class Shipper:
         self._holding: dict[str, RateLimitedLog] = {}
         self._hold_codes: dict[str, str] = {}
         self._retry_log = RateLimitedLog(log, interval_s=60.0)
-        self.failure: BaseException | None = None
+        self._dead_letter_log = RateLimitedLog(log, interval_s=60.0)
         self._giving_up = asyncio.Event()
 
     def blocked_reasons(self) -> list[str]:
         return sorted(f"{key}: {code}" for key, code in self._hold_codes.items())
 
-    @property
-    def pending_batches(self) -> int:
-        return len(self._tasks)
-
     def submit(self, batch: Batch) -> None:
-        task = asyncio.get_running_loop().create_task(self._ship(batch), name="ship-batch")
+        task = spawn(self._ship(batch), name="ship-batch")
         self._tasks[task] = batch.raw_bytes
         self.pending_bytes += batch.raw_bytes
         self._idle.clear()
@@ -132,10 +129,6 @@ class Shipper:
             self._idle.set()
         if self._on_batch_done is not None:
             self._on_batch_done()
-        if not task.cancelled() and task.exception() is not None:
-            # A shipping task must never die silently: record it so the app fails loudly.
-            self.failure = task.exception()
-            log.error("shipping task failed", exc_info=task.exception())
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -259,15 +252,30 @@ class Shipper:
                 metrics.REPAIRED_LOGS.labels(reason=error.code).inc()
                 await self._deliver(dest, source, [repaired])
                 return
-        self._dead_letter(dest, source, logs, error)
+        await self._dead_letter(dest, source, logs, error)
 
-    def _dead_letter(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> None:
+    async def _dead_letter(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> None:
         reason = error.metric_label
-        written = self.dead_letters.write(dest, source, logs, error.code, error.message) if self.dead_letters else 0
+        written = await self._store_dead_letters(dest, source, logs, error) if self.dead_letters else 0
         metrics.DEAD_LETTER_LOGS.labels(reason=reason).inc(written)
         if written < len(logs):
             metrics.DEAD_LETTER_LOGS.labels(reason="cap_exceeded").inc(len(logs) - written)
         log.error("service rejected %d log(s) for good (%s); dead-lettered", len(logs), error)
+
+
+    async def _store_dead_letters(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> int:
+        """Until the logs are stored (or counted over the cap): a failed write keeps them in the spool."""
+        assert self.dead_letters is not None
+        while True:
+            try:
+                return await self.dead_letters.write(dest, source, logs, error.code, error.message)
+            except OSError as exc:
+                metrics.DEAD_LETTER_WRITE_ERRORS.inc()
+                self._dead_letter_log.error(
+                    "cannot write dead letters to %s (%s); keeping %d rejected logs in the spool, retrying every %.0f s",
+                    self.dead_letters.directory, exc.strerror or exc, len(logs), backoff.HOLD_INTERVAL_S,
+                )
+                await self._pause(backoff.HOLD_INTERVAL_S)
 
 
 class _GiveUp(Exception):

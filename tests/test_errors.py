@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from agent.backoff import QUOTA, TRANSIENT, Backoff
 from agent.batch import Destination
-from agent.deadletter import DeadLetters
+from agent.deadletter import DeadLetters, directory_bytes
 from agent.encode import encode_log
 from agent.errors import BAD_RESPONSE, ERROR_CODES, NETWORK_ERROR, Action, ShipError, classify
 from agent.putlogs import ClockOffsetSigner, Endpoint
@@ -390,11 +390,11 @@ def _logs():
     ]
 
 
-def test_dead_letters_written_as_json_lines(tmp_path):
+async def test_dead_letters_written_as_json_lines(tmp_path):
     directory = tmp_path / "dead-letter"
     dead = DeadLetters(directory, max_bytes=100_000)
     before = int(time.time())
-    assert dead.write(DEST, "10.0.0.1", _logs(), "InvalidKey", "key is invalid") == 2
+    assert await dead.write(DEST, "10.0.0.1", _logs(), "InvalidKey", "key is invalid") == 2
     (path,) = list(directory.glob("dead-letter-*.jsonl"))
     records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     assert len(records) == 2
@@ -412,35 +412,53 @@ def test_dead_letters_written_as_json_lines(tmp_path):
     assert before <= first["dead_lettered_at"] <= int(time.time()) + 1
     assert second["contents"] == [["msg", "bad \\xff byte"]]
     assert dead.written_logs == 2 and dead.over_cap_logs == 0
-    assert dead.used_bytes() == path.stat().st_size
+    assert directory_bytes(directory) == path.stat().st_size
 
 
-def test_dead_letters_append_to_the_same_file(tmp_path):
+async def test_dead_letters_append_to_the_same_file(tmp_path):
     dead = DeadLetters(tmp_path, max_bytes=100_000)
-    dead.write(DEST, "s", _logs()[:1], "A", "")
-    dead.write(DEST, "s", _logs()[1:], "B", "")
+    await dead.write(DEST, "s", _logs()[:1], "A", "")
+    await dead.write(DEST, "s", _logs()[1:], "B", "")
     (path,) = list(tmp_path.glob("dead-letter-*.jsonl"))
     assert [json.loads(line)["reason"] for line in path.read_text().splitlines()] == ["A", "B"]
     assert dead.written_logs == 2
 
 
-def test_dead_letters_over_the_cap_are_counted_not_written(tmp_path, caplog):
+async def test_dead_letters_over_the_cap_are_counted_not_written(tmp_path, caplog):
     directory = tmp_path / "dead-letter"
     dead = DeadLetters(directory, max_bytes=50)
     with caplog.at_level(logging.ERROR, logger="slsfwd.deadletter"):
-        assert dead.write(DEST, "10.0.0.1", _logs(), "InvalidKey", "m") == 0
+        assert await dead.write(DEST, "10.0.0.1", _logs(), "InvalidKey", "m") == 0
     assert dead.over_cap_logs == 2 and dead.written_logs == 0
     assert not directory.exists() or not any(directory.iterdir())
     assert any("full" in r.getMessage() for r in caplog.records)
 
 
-def test_dead_letters_cap_counts_what_is_already_there(tmp_path):
+async def test_dead_letters_cap_counts_what_is_already_there(tmp_path):
     dead = DeadLetters(tmp_path, max_bytes=600)
-    assert dead.write(DEST, "s", _logs()[:1], "A", "") == 1
+    assert await dead.write(DEST, "s", _logs()[:1], "A", "") == 1
     (path,) = list(tmp_path.glob("dead-letter-*.jsonl"))
     size = path.stat().st_size
     assert size < 600
     # a second batch that would take the directory over the cap is not written at all
-    assert dead.write(DEST, "s", _logs() * 3, "B", "") == 0
+    assert await dead.write(DEST, "s", _logs() * 3, "B", "") == 0
     assert path.stat().st_size == size
     assert dead.over_cap_logs == 6 and dead.written_logs == 1
+
+
+async def test_dead_letters_cap_sees_what_a_replay_removed(tmp_path):
+    dead = DeadLetters(tmp_path, max_bytes=600)
+    assert await dead.write(DEST, "s", _logs()[:1], "A", "") == 1
+    (path,) = list(tmp_path.glob("dead-letter-*.jsonl"))
+    assert await dead.write(DEST, "s", _logs(), "B", "") == 0  # 223 + 422 bytes would pass the cap
+    path.write_bytes(b"")  # `slsfwd dead-letter replay` shipped them meanwhile
+    assert await dead.write(DEST, "s", _logs(), "B", "") == 2
+
+
+async def test_a_dead_letter_write_that_fails_raises_and_stores_nothing(tmp_path):
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    dead = DeadLetters(blocked / "dead-letter", max_bytes=100_000)
+    with pytest.raises(OSError):
+        await dead.write(DEST, "s", _logs(), "A", "")
+    assert dead.written_logs == 0 and dead.over_cap_logs == 0
