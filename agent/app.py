@@ -33,6 +33,7 @@ from .console import ConsoleSink
 from .credentials import EcsRamRoleProvider
 from .deadletter import DeadLetters
 from .parse import build_format_table
+from .pipeline.processors import RESULTS, build_chain_set
 from .putlogs import ClockOffsetSigner, client_for
 from .queue import ChunkQueue, MemoryQueue
 from .receive import LineReceiver
@@ -90,12 +91,17 @@ class Agent:
             on_close=self._on_batch_closed,
             clock=time.monotonic,
         )
+        self.processors = build_chain_set(config.processors)
+        for name in self.processors.names:  # every series exists from the start, for dashboards and alerts
+            for result in RESULTS:
+                metrics.PROCESSOR_EVENTS.labels(processor=name, result=result)
         self.transformer = LineTransformer(
             formats=build_format_table({f.version: f.fields for f in config.input.formats}),
             router=self._make_router(),
             host_ip=self.host_ip,
             batcher=self.batcher,
             clock=time.time,
+            processors=self.processors,
         )
         self.receiver = LineReceiver(
             self.queue,
@@ -114,7 +120,7 @@ class Agent:
         self._linger_timer: asyncio.TimerHandle | None = None
         self._stop = asyncio.Event()
         self._window_open = asyncio.Event()
-        self._published = {"parse": {}, "utf8": 0, "time": 0}
+        self._totals = metrics.TotalsMirror()
         self.failures = FailureWatch(lambda _where, _exc: self._stop.set())
 
     # -- construction -----------------------------------------------------
@@ -268,19 +274,13 @@ class Agent:
         self._arm_linger()
 
     def _publish_transform_stats(self) -> None:
-        stats = self.transformer.stats
-        published = self._published
+        stats, publish = self.transformer.stats, self._totals.publish
         for reason, count in stats.parse_errors.items():
-            seen = published["parse"].get(reason, 0)
-            if count != seen:
-                metrics.PARSE_ERRORS.labels(reason=reason).inc(count - seen)
-                published["parse"][reason] = count
-        if stats.invalid_utf8_lines != published["utf8"]:
-            metrics.REPAIRS.labels(reason="invalid_utf8").inc(stats.invalid_utf8_lines - published["utf8"])
-            published["utf8"] = stats.invalid_utf8_lines
-        if stats.replaced_times != published["time"]:
-            metrics.REPAIRS.labels(reason="time_out_of_range").inc(stats.replaced_times - published["time"])
-            published["time"] = stats.replaced_times
+            publish(metrics.PARSE_ERRORS, count, reason=reason)
+        publish(metrics.REPAIRS, stats.invalid_utf8_lines, reason="invalid_utf8")
+        publish(metrics.REPAIRS, stats.replaced_times, reason="time_out_of_range")
+        for (name, result), count in self.processors.counts.items():
+            publish(metrics.PROCESSOR_EVENTS, count, processor=name, result=result)
 
     # -- shutdown ---------------------------------------------------------
 

@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         "--live", action="store_true",
         help="also send one test log to the configured logstore (exit 1 if that fails, naming why)",
     )
+    check.add_argument("--explain", action="store_true", help="also print, for each tag, its destination and processors in order")
     sub.add_parser("version", help="print the version")
     spool = sub.add_parser("spool", help="spool tools")
     spool_sub = spool.add_subparsers(dest="spool_command", required=True, metavar="TOOL")
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "check":
         print(f"{args.config}: ok")
+        if args.explain:
+            print(_explain(config), end="")
         return _check_live(config) if args.live else EXIT_OK
     if args.command == "spool":
         return _spool_verify(config)
@@ -99,22 +102,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _spool_verify(config: Config) -> int:
-    from .spool import verify
-    from .spool.format import FormatError
+    from .spool import SpoolError, verify
 
     try:
         report = verify(Path(config.spool.dir))
-    except (FormatError, OSError) as exc:
+    except (SpoolError, OSError) as exc:
         print(f"slsfwd spool verify: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    damaged = report["corrupt_records"] or report["torn_bytes"]
-    print(
-        f"spool {Path(config.spool.dir) / 'queue'}: {report['segments']} segments, {report['records']} records; "
-        f"backlog {report['backlog_lines']} lines in {report['backlog_records']} records ({report['backlog_bytes']} bytes); "
-        f"corrupt {report['corrupt_records']} records ({report['corrupt_bytes']} bytes), torn {report['torn_bytes']} bytes"
-        + ("" if damaged else "; healthy")
-    )
-    return EXIT_FAILURE if damaged else EXIT_OK
+    print(f"spool {Path(config.spool.dir) / 'queue'}: {report.summary()}")
+    return EXIT_FAILURE if report.damaged else EXIT_OK
 
 
 def _dead_letter_replay(config: Config) -> int:
@@ -145,6 +141,21 @@ def _import_logtail(path: Path) -> int:
         return EXIT_CONFIG
     print("slsfwd import-logtail: fill in sls.project and sls.logstore, then run `slsfwd check`", file=sys.stderr)
     return EXIT_OK
+
+
+def _explain(config: Config) -> str:
+    from .pipeline.processors import build_chain_set
+
+    chains = build_chain_set(config.processors)
+    default = "console" if config.sls is None else f"{config.sls.project}/{config.sls.logstore}"
+    routes = {r.tag: f"{r.project or config.sls.project}/{r.logstore}" for r in config.routes if config.sls}
+    tags = list(dict.fromkeys([*routes, *(t for p in config.processors for t in p.tags)]))
+    rows = [(f"tag {tag!r}", routes.get(tag, default), tag) for tag in tags]
+    rows += [("any other tag", default, ""), ("a line that does not parse", default, None)]
+    out = ["Each line goes to its destination through these processors, in order:"]
+    for (label, dest, tag), (_, steps) in zip(rows, chains.describe([tag for _, _, tag in rows])):
+        out.append(f"  {label} -> {dest}: {', '.join(steps) if steps else 'no processors (shipped as parsed)'}")
+    return "\n".join(out) + "\n"
 
 
 def _check_live(config: Config) -> int:

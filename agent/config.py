@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
+from .pipeline.processors import OPTIONS_BY_TYPE, ProcessorConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/slsfwd/slsfwd.toml")
 
@@ -102,6 +103,7 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     sls: SlsConfig | None = None  # absent: console sink, one JSON object per log on stdout
     routes: tuple[RouteConfig, ...] = ()
+    processors: tuple[ProcessorConfig, ...] = ()  # in order, after parsing (agent/pipeline/processors/)
     batch: BatchConfig = field(default_factory=BatchConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -149,6 +151,8 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
     if not isinstance(data, dict):
         problems.append(f"{where}: must be a table")
         return None
+    if cls is ProcessorConfig:
+        return _build_processor(data, prefix, problems)
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
@@ -173,6 +177,31 @@ def _build(cls: type, data: Any, prefix: str, problems: list[str]) -> Any:
 _INVALID = object()
 
 
+def _build_processor(data: dict, prefix: str, problems: list[str]) -> ProcessorConfig | None:
+    """name, type and tags, then every other key of the table as that type's options."""
+    kind = data.get("type")
+    options_class = OPTIONS_BY_TYPE.get(kind) if isinstance(kind, str) else None
+    common = {k: v for k, v in data.items() if k in ("name", "type", "tags")}
+    if options_class is None:
+        if "type" not in data:
+            problems.append(f"{prefix}type: missing")
+        else:
+            problems.append(f"{prefix}type: unknown processor {kind!r}; known: {', '.join(OPTIONS_BY_TYPE)}")
+        return None
+    options = _build(options_class, {k: v for k, v in data.items() if k not in common}, prefix, problems)
+    head = _build(_ProcessorHead, common, prefix, problems)
+    if options is None or head is None:
+        return None
+    return ProcessorConfig(head.name, head.type, head.tags, options)
+
+
+@dataclass(frozen=True)
+class _ProcessorHead:
+    name: str
+    type: str
+    tags: tuple[str, ...] = ()
+
+
 def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -182,6 +211,12 @@ def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     if dataclasses.is_dataclass(hint):
         built = _build(hint, value, f"{key}.", problems)
         return _INVALID if built is None else built
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.append(f"{key}: must be a table")
+            return _INVALID
+        items = {k: _convert(args[1], v, f"{key}.{k}", problems) for k, v in value.items()}
+        return _INVALID if any(v is _INVALID for v in items.values()) else items
     if origin is tuple:
         item_type = args[0]
         if not isinstance(value, list):
@@ -284,7 +319,20 @@ def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
             problems.append(f"routes[{i}].logstore: must not be empty")
         if config.sls is None and not sls_table_present:
             problems.append(f"routes[{i}]: routes need an [sls] section")
+    _validate_processors(config.processors, problems)
     return problems
+
+
+def _validate_processors(processors: tuple[ProcessorConfig, ...], problems: list[str]) -> None:
+    names: set[str] = set()
+    for i, processor in enumerate(processors):
+        key = f"processors[{i}]."
+        if not processor.name:
+            problems.append(f"{key}name: must not be empty")
+        elif processor.name in names:
+            problems.append(f"{key}name: {processor.name!r} is used twice (it labels the processor's metrics)")
+        names.add(processor.name)
+        problems.extend(processor.options.problems(key))
 
 
 def _validate_sls(sls: SlsConfig) -> list[str]:

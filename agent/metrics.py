@@ -48,6 +48,20 @@ SPOOL_WRITE_BLOCKED = Gauge("slsfwd_spool_write_blocked", "1 while the spool can
 SPOOL_DROPPED_LINES = Counter(
     "slsfwd_spool_dropped_lines_total", "Lines dropped by spool.full_policy = drop_oldest", ["reason"]
 )
+SPOOL_DAMAGED_SEGMENT_HEADERS = Counter(
+    "slsfwd_spool_damaged_segment_headers_total",
+    "Spool segment headers found damaged at start (zeroed, corrupt); their records are still read",
+    ["reason"],
+)
+SPOOL_QUARANTINED_SEGMENTS = Counter(
+    "slsfwd_spool_quarantined_segments_total",
+    "Spool segments moved to spool.dir/quarantine/ at start, nothing in them usable (no_records, unreadable, bad_name)",
+    ["reason"],
+)
+SPOOL_DAMAGED_LEDGER_SLOTS = Counter(
+    "slsfwd_spool_damaged_ledger_slots_total",
+    "Spool ledger slots found damaged at start; with no valid slot left, every record in the spool is replayed",
+)
 
 SHIPPED_LOGS = Counter("slsfwd_shipped_logs_total", "Logs acknowledged by the service")
 SHIPPED_BYTES = Counter("slsfwd_shipped_bytes_total", "Bytes shipped", ["stage"])
@@ -88,12 +102,31 @@ RELP_ACK_TIMEOUTS = Counter(
     "RELP sessions closed unacknowledged because their data did not become durable in time (rsyslog resends)",
 )
 
+PROCESSOR_EVENTS = Counter(
+    "slsfwd_processor_events_total",
+    "What processors did to logs, by processor name and result (dropped, masked, parsed, unmatched, error)",
+    ["processor", "result"],
+)
 INTERNAL_ERRORS = Counter(
     "slsfwd_internal_errors_total",
     "Unexpected exceptions: where=task or callback stops the agent (systemd restarts it), "
     "where=connection closes that one connection",
     ["where"],
 )
+
+
+class TotalsMirror:
+    """Publishes running totals that a hot path keeps as plain integers to their counters, as deltas."""
+
+    def __init__(self) -> None:
+        self._published: dict[tuple, int] = {}
+
+    def publish(self, counter: Counter, total: int, **labels: str) -> None:
+        key = (counter, *labels.items())
+        seen = self._published.get(key, 0)
+        if total != seen:
+            counter.labels(**labels).inc(total - seen)
+            self._published[key] = total
 
 
 def _initialise_labels() -> None:
@@ -111,6 +144,10 @@ def _initialise_labels() -> None:
     for reason in ("disk_full", "io_error"):
         SPOOL_WRITE_ERRORS.labels(reason=reason)
     SPOOL_DROPPED_LINES.labels(reason="spool_full")
+    for reason in ("zeroed", "corrupt"):
+        SPOOL_DAMAGED_SEGMENT_HEADERS.labels(reason=reason)
+    for reason in ("no_records", "unreadable", "bad_name"):
+        SPOOL_QUARANTINED_SEGMENTS.labels(reason=reason)
     for reason in ("shutdown_deadline", "spool_write_error"):
         LOST_LINES.labels(reason=reason)
     for where in ("task", "callback", "connection"):

@@ -26,6 +26,12 @@ for frame+parse+encode+compress in CPython), so it works on whole chunks:
   outside SLS's window) leaves the fast path for :mod:`agent.parse`'s
   readable functions, which are the specification; the tests check that
   both paths encode the same bytes.
+* Processors (:mod:`agent.pipeline.processors`): a tag without any keeps the
+  fast path as it is. A separable chain is planned once per cached prefix:
+  the prefix is encoded after the processors that never touch ``msg``, and
+  the cached head carries a *stage* that runs per line (counting, and the
+  processors of ``msg``), or drops the line. Other chains take the readable
+  path, where every processor sees the whole log.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from typing import Callable, Mapping
 
 from . import encode
 from .batch import Batcher, Destination, Ticket
+from .pipeline.processors import ChainSet
 from .parse import (
     BUILTIN_FORMATS,
     MSG_KEY,
@@ -93,6 +100,7 @@ class LineTransformer:
         host_ip: str,
         batcher: Batcher,
         clock: Callable[[], float],
+        processors: ChainSet | None = None,
     ) -> None:
         self.formats = formats
         self.router = router
@@ -108,6 +116,9 @@ class LineTransformer:
         self._interned_routes: dict[tuple[Destination, str], tuple[Destination, str]] = {}
         self._times: dict[bytes, object] = {}
         self._fields: dict[tuple[bytes, ...], tuple[bytes, bool]] = {}
+        self._chains = processors if processors else None
+        # (tag, fields) -> the processors' plan for that prefix, encoded; only with processors
+        self._planned: dict[tuple[bytes, tuple[bytes, ...]], tuple[bytes | None, object]] = {}
         self._cache_minute = -1
         # A user format may redefine "0.1"; then every line takes the readable path.
         self._fast_path = formats.get(_FAST_VERSION) is _FAST
@@ -152,9 +163,13 @@ class LineTransformer:
                     else:
                         self.stats.empty_lines += 1
                     continue
-            head_bytes, head_route, head_len = head
+            head_bytes, head_route, head_len, stage = head
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
+            if stage is not None:
+                msg = stage(msg)
+                if msg is None:
+                    continue  # a processor dropped it (and counted it)
             mlen = len(msg)
             try:
                 log = b"".join((entry_headers[head_len + framed_length[mlen]], head_bytes, msg_framing[mlen], msg))
@@ -178,7 +193,7 @@ class LineTransformer:
         minute = now // 60
         if minute != self._cache_minute or len(self._heads) > _MAX_PEERS:
             for cache in (self._heads, self._split_heads, self._routes, self._interned_routes, self._times,
-                          self._fields):
+                          self._fields, self._planned):
                 cache.clear()
             self._cache_minute = minute
         heads = self._heads.get(peer_src)
@@ -239,8 +254,36 @@ class LineTransformer:
         if route is _SLOW:
             return _SLOW
         encoded, strip_space = encoded_fields
+        stage = None
+        if self._chains is not None:
+            planned = self._planned.get((parts[1], fields))
+            if planned is None:
+                planned = self._planned[parts[1], fields] = self._plan(parts[1], fields, encoded)
+            encoded, stage = planned
+            if encoded is None:
+                return _SLOW
         head = time_bytes + encoded
-        return (head, route, len(head)), strip_space
+        return (head, route, len(head), stage), strip_space
+
+    def _plan(self, tag: bytes, fields: tuple[bytes, ...], encoded: bytes) -> tuple[bytes | None, object]:
+        """The encoded fields and the per-line stage of this prefix under the tag's processors;
+        (None, None) when the chain needs the readable path."""
+        assert self._chains is not None
+        if len(self._planned) >= _CACHE_LIMIT:
+            self._planned.clear()
+        chain = self._chains.for_tag(tag.decode())
+        if chain is None:
+            return encoded, None
+        if not chain.separable:
+            return None, None
+        plan = chain.plan_prefix({key: value.decode() for key, value in zip(_FAST.fields, fields)})
+        if plan.head is None:
+            return b"", plan.stage  # dropped: the stage counts and drops each line
+        prefixes = self._prefixes
+        encoded = b"".join(
+            encode.content(prefixes.get(key) or encode.key_prefix(key), value.encode()) for key, value in plan.head.items()
+        )
+        return encoded, plan.stage
 
     def _encode_time(self, ts: bytes, now: int):
         if not ts.isdigit():
@@ -270,24 +313,44 @@ class LineTransformer:
 
     def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, by_route: dict) -> None:
         line = self._valid_utf8(line)
-        dest, source, log = self.encode_line(line, received_at, now, peer_src)
-        by_route.setdefault((dest, source), []).append(log)
+        encoded = self.encode_line(line, received_at, now, peer_src)
+        if encoded is not None:
+            dest, source, log = encoded
+            by_route.setdefault((dest, source), []).append(log)
 
-    def encode_line(self, line: bytes, received_at: int, now: int, peer_src: str) -> tuple[Destination, str, bytes]:
-        """The readable reference: any line -> (destination, source, encoded log)."""
+    def encode_line(
+        self, line: bytes, received_at: int, now: int, peer_src: str
+    ) -> tuple[Destination, str, bytes] | None:
+        """The readable reference: any line -> (destination, source, encoded log); None if a processor dropped it."""
         parsed = parse_line(line, self.formats)
         if isinstance(parsed, ParseFailure):
             self._count_parse_error(parsed.reason)
             unix_time, _ = fix_time(received_at, received_at, now)
-            contents = [(MSG_KEY, line), (PARSE_ERROR_KEY, parsed.reason.encode())]
+            contents = self._processed(None, [(MSG_KEY, line), (PARSE_ERROR_KEY, parsed.reason.encode())])
+            if contents is None:
+                return None
             return self.router.default, peer_src, encode.encode_log(unix_time, contents)
         unix_time, replaced = fix_time(parsed.time, received_at, now)
-        contents = parsed.contents()
+        contents = self._processed(parsed.tag, parsed.contents())
+        if contents is None:
+            return None
         if replaced:
             self.stats.replaced_times += 1
             contents.append((ORIGINAL_TIME_KEY, str(parsed.time).encode()))
         dest = self.router.destination(parsed.tag)
         return dest, resolve_source(parsed.ip, peer_src), encode.encode_log(unix_time, contents)
+
+    def _processed(self, tag: bytes | None, contents: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
+        """``contents`` after the tag's processors (no tag: a line that did not parse); None if dropped."""
+        chain = None if self._chains is None else self._chains.for_tag(None if tag is None else tag.decode())
+        if chain is None:
+            return contents
+        log = {key: value.decode("utf-8", "backslashreplace") for key, value in contents}
+        if not chain.run(log):
+            return None
+        if contents[-1][0] == MSG_KEY and MSG_KEY in log:
+            log[MSG_KEY] = log.pop(MSG_KEY)  # msg stays last, as on the fast path, whatever was added
+        return [(key, value.encode()) for key, value in log.items()]
 
     def _count_parse_error(self, reason: str) -> None:
         errors = self.stats.parse_errors

@@ -1,0 +1,164 @@
+"""Processors in order, per tag, with their counts.
+
+A :class:`Chain` is what one tag's lines go through. A tag with no processors
+has no chain: its lines take the transform's fast path unchanged.
+
+Most chains are *separable*: each processor touches either only ``msg`` (a
+mask or a filter on the message) or never ``msg`` (a filter on ``app-name``,
+``add_fields``, ``rename``, ``remove``, a mask of ``hostname``). The second
+kind sees only the fields before ``msg``, which repeat from line to line, so
+their outcome is worked out once per line prefix (:meth:`Chain.plan_prefix`)
+and cached by the transform with the encoded prefix; per line there is then
+only the message's part to run, and counting. The two groups touch different
+keys, so running all of the prefix group first changes nothing but this: a
+line the prefix group drops is not counted by the message group's processors.
+
+A chain with a parser (whose new keys come from the data) or a processor that
+touches ``msg`` and another key is not separable: its lines take the readable
+path and go through :meth:`Chain.run` whole.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable, Iterable, NamedTuple
+
+from ...parse import BUILTIN_0_1_FIELDS, MSG_KEY  # moves to agent.pipeline.parse
+from .fields import AddFields, Remove, Rename
+from .filters import Filter
+from .mask import Mask
+from .model import DROPPED, ERROR, Log, Processor
+from .options import ProcessorConfig
+from .parsers import ParseJson, ParseKeyValue, ParseRegex
+
+HEAD_KEYS = frozenset(BUILTIN_0_1_FIELDS)
+_MSG_ONLY = frozenset((MSG_KEY,))
+
+MsgStage = Callable[[bytes], "bytes | None"]  # a line's message -> the message to ship, or None: dropped
+
+
+def make_processor(config: ProcessorConfig) -> Processor:
+    kind, name, options = config.type, config.name, config.options
+    if kind in ("drop", "keep"):
+        return Filter(name, options, keep=kind == "keep")  # type: ignore[arg-type]
+    makers = {
+        "mask": Mask, "add_fields": AddFields, "rename": Rename, "remove": Remove,
+        "parse_json": ParseJson, "parse_regex": ParseRegex, "parse_kv": ParseKeyValue,
+    }
+    return makers[kind](name, options)  # type: ignore[operator]
+
+
+def _touches(processor: Processor) -> frozenset[str] | None:
+    if processor.reads is None or processor.writes is None:
+        return None
+    return processor.reads | processor.writes
+
+
+class PrefixPlan(NamedTuple):
+    """What a chain does to every line with one prefix."""
+
+    head: Log | None  # the prefix's contents after the prefix group; None: such lines are dropped
+    stage: MsgStage | None  # per line: counting and the message group; None: nothing to do
+
+
+class Chain:
+    def __init__(self, processors: Iterable[Processor], counts: Counter) -> None:
+        self.processors = tuple(processors)
+        self._counts = counts
+        touched = [_touches(p) for p in self.processors]
+        self.separable = all(t is not None and (t <= _MSG_ONLY or MSG_KEY not in t) for t in touched)
+        self.prefix_group = tuple(p for p, t in zip(self.processors, touched) if t is not None and MSG_KEY not in t)
+        self.msg_group = tuple(p for p, t in zip(self.processors, touched) if t is not None and t <= _MSG_ONLY)
+
+    def run(self, log: Log) -> bool:
+        """Every processor in order on ``log``, in place, counting; False if it was dropped."""
+        return self._run(self.processors, log, self._counts)
+
+    def plan_prefix(self, head: Log) -> PrefixPlan:
+        """For a separable chain: the prefix group's outcome for ``head``, and what each line needs."""
+        events: Counter = Counter()
+        kept = self._run(self.prefix_group, head, events)
+        per_line = tuple(events.items())
+        if not kept:
+            return PrefixPlan(None, _counting_stage(self._counts, per_line, None))
+        if not per_line and not self.msg_group:
+            return PrefixPlan(head, None)
+        return PrefixPlan(head, _counting_stage(self._counts, per_line, self._msg_stage() if self.msg_group else None))
+
+    def _msg_stage(self) -> MsgStage:
+        group, counts, run = self.msg_group, self._counts, self._run
+
+        def stage(msg: bytes) -> bytes | None:
+            log = {MSG_KEY: msg.decode("utf-8", "backslashreplace")}
+            if not run(group, log, counts):
+                return None
+            return log[MSG_KEY].encode()
+
+        return stage
+
+    @staticmethod
+    def _run(processors: tuple[Processor, ...], log: Log, counts: Counter) -> bool:
+        for processor in processors:
+            try:
+                result = processor.apply(log)
+            except Exception:  # a bug or a hostile value must not stop the line, nor the agent
+                result = ERROR
+            if result is not None:
+                counts[processor.name, result] += 1
+                if result == DROPPED:
+                    return False
+        return True
+
+
+def _counting_stage(counts: Counter, per_line: tuple, then: MsgStage | None) -> MsgStage:
+    """Count the prefix group's events for each line, then run ``then`` (no ``then``: drop)."""
+    if not per_line and then is not None:
+        return then
+
+    def stage(msg: bytes) -> bytes | None:
+        for event, n in per_line:
+            counts[event] += n
+        return then(msg) if then is not None else None
+
+    return stage
+
+
+class ChainSet:
+    """Every tag's chain, built on first use; ``counts`` holds ``(processor, result) -> n``."""
+
+    def __init__(self, processors: list[tuple[Processor, frozenset[str]]]) -> None:
+        self._processors = processors  # each with its tags; an empty set means every tag
+        self._chains: dict[str | None, Chain | None] = {}
+        self.counts: Counter = Counter()
+        self.names = [processor.name for processor, _ in processors]
+
+    def __bool__(self) -> bool:
+        return bool(self._processors)
+
+    def for_tag(self, tag: str | None) -> Chain | None:
+        """The chain for lines with ``tag``; ``None`` as the tag: a line that did not parse (no tag known),
+        which goes through the processors that apply to every tag."""
+        try:
+            return self._chains[tag]
+        except KeyError:
+            pass
+        chosen = [p for p, tags in self._processors if not tags or (tag is not None and tag in tags)]
+        chain = self._chains[tag] = Chain(chosen, self.counts) if chosen else None
+        return chain
+
+    def describe(self, tags: Iterable[str | None]) -> list[tuple[str | None, list[str]]]:
+        """For ``check --explain``: each tag with its processors in order, and how they run."""
+        out = []
+        for tag in tags:
+            chain = self.for_tag(tag)
+            if chain is None:
+                out.append((tag, []))
+                continue
+            # Lines that did not parse have no prefix to plan: they take the readable path.
+            how = {id(p): " (once per line prefix)" for p in chain.prefix_group} if chain.separable and tag is not None else {}
+            out.append((tag, [p.name + how.get(id(p), "") for p in chain.processors]))
+        return out
+
+
+def build_chain_set(configs: Iterable[ProcessorConfig]) -> ChainSet:
+    return ChainSet([(make_processor(c), frozenset(c.tags)) for c in configs])

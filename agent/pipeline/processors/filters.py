@@ -1,0 +1,37 @@
+"""``drop`` and ``keep``: decide a log's fate by one key."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .model import DROPPED, Log
+from .options import FilterOptions
+from .patterns import compile_pattern
+
+
+def condition(options: FilterOptions) -> Callable[[Log], bool]:
+    """Whether a log meets the options' one condition."""
+    key = options.key
+    if options.equals is not None:
+        wanted = options.equals
+        return lambda log: log.get(key) == wanted
+    if options.matches is not None:
+        search = compile_pattern(options.matches).search
+        return lambda log: key in log and search(log[key]) is not None
+    present = bool(options.present)
+    return lambda log: (key in log) == present
+
+
+class Filter:
+    """Drops a log that meets the condition (``drop``), or one that does not (``keep``)."""
+
+    writes: frozenset[str] = frozenset()
+
+    def __init__(self, name: str, options: FilterOptions, *, keep: bool) -> None:
+        self.name = name
+        self.reads = frozenset((options.key,))
+        self._meets = condition(options)
+        self._keep = keep
+
+    def apply(self, log: Log) -> str | None:
+        return DROPPED if self._meets(log) is not self._keep else None
