@@ -276,12 +276,12 @@ class LineTransformer:
             return encoded, None
         if not chain.separable:
             return None, None
-        plan = chain.plan_prefix({key: value.decode() for key, value in zip(_FAST.fields, fields)})
+        plan = chain.plan_prefix(dict(zip(_FAST.fields, fields)))
         if plan.head is None:
             return b"", plan.stage  # dropped: the stage counts and drops each line
         prefixes = self._prefixes
         encoded = b"".join(
-            encode.content(prefixes.get(key) or encode.key_prefix(key), value.encode()) for key, value in plan.head.items()
+            encode.content(prefixes.get(key) or encode.key_prefix(key), value) for key, value in plan.head.items()
         )
         return encoded, plan.stage
 
@@ -345,12 +345,12 @@ class LineTransformer:
         chain = None if self._chains is None else self._chains.for_tag(None if tag is None else tag.decode())
         if chain is None:
             return contents
-        log = {key: value.decode("utf-8", "backslashreplace") for key, value in contents}
+        log = dict(contents)
         if not chain.run(log):
             return None
         if contents[-1][0] == MSG_KEY and MSG_KEY in log:
             log[MSG_KEY] = log.pop(MSG_KEY)  # msg stays last, as on the fast path, whatever was added
-        return [(key, value.encode()) for key, value in log.items()]
+        return list(log.items())
 
     def _count_parse_error(self, reason: str) -> None:
         errors = self.stats.parse_errors

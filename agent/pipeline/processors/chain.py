@@ -89,10 +89,10 @@ class Chain:
         group, counts, run = self.msg_group, self._counts, self._run
 
         def stage(msg: bytes) -> bytes | None:
-            log = {MSG_KEY: msg.decode("utf-8", "backslashreplace")}
+            log = {MSG_KEY: msg}
             if not run(group, log, counts):
                 return None
-            return log[MSG_KEY].encode()
+            return log[MSG_KEY]
 
         return stage
 

@@ -11,7 +11,7 @@ class AddFields:
     def __init__(self, name: str, options: AddFieldsOptions) -> None:
         self.name = name
         self.reads = self.writes = frozenset(options.fields)
-        self._fields = dict(options.fields)
+        self._fields = {key: value.encode() for key, value in options.fields.items()}
         self._overwrite = options.overwrite
 
     def apply(self, log: Log) -> str | None:

@@ -6,16 +6,19 @@ from typing import Callable
 
 from .model import DROPPED, Log
 from .options import FilterOptions
-from .patterns import compile_pattern
+from .patterns import compile_pattern, literal_of
 
 
 def condition(options: FilterOptions) -> Callable[[Log], bool]:
     """Whether a log meets the options' one condition."""
     key = options.key
     if options.equals is not None:
-        wanted = options.equals
+        wanted = options.equals.encode()
         return lambda log: log.get(key) == wanted
     if options.matches is not None:
+        literal = literal_of(options.matches)
+        if literal is not None:  # a plain word: a substring test costs a tenth of a search
+            return lambda log: key in log and literal in log[key]
         search = compile_pattern(options.matches).search
         return lambda log: key in log and search(log[key]) is not None
     present = bool(options.present)

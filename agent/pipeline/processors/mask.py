@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from .model import MASKED, Log
 from .options import MaskOptions
@@ -10,19 +10,25 @@ from .patterns import compile_pattern
 from .presets import MASK_PRESETS
 
 
-class Mask:
+class _Rule(NamedTuple):
+    pattern: Any
+    replacement: bytes | Callable[[Any], bytes]
+    worth_searching: Callable[[bytes], bool] | None  # see presets.MaskPreset; None: always search
 
+
+class Mask:
     def __init__(self, name: str, options: MaskOptions) -> None:
         self.name = name
         self.keys = options.keys
         self.reads = self.writes = frozenset(options.keys)
-        rules: list[tuple[Any, str | Callable[[Any], str]]] = []
+        rules = []
         if options.pattern is not None:
-            rules.append((compile_pattern(options.pattern), options.replacement))
+            rules.append(_Rule(compile_pattern(options.pattern), options.replacement.encode(), None))
         for preset in options.presets:
-            pattern, replacement = MASK_PRESETS[preset]
-            rules.append((compile_pattern(pattern), replacement))
-        self._rules = rules
+            pattern, replacement, worth_searching = MASK_PRESETS[preset]
+            rules.append(_Rule(compile_pattern(pattern), replacement, worth_searching))
+        self._rules = tuple(rules)
+        self._prefiltered = any(rule.worth_searching is not None for rule in rules)
 
     def apply(self, log: Log) -> str | None:
         masked = False
@@ -30,8 +36,11 @@ class Mask:
             value = log.get(key)
             if value is None:
                 continue
+            lowered = value.lower() if self._prefiltered else value
             masked_value = value
-            for pattern, replacement in self._rules:
+            for pattern, replacement, worth_searching in self._rules:
+                if worth_searching is not None and not worth_searching(lowered):
+                    continue
                 masked_value = pattern.sub(replacement, masked_value)
             if masked_value != value:  # a function replacement may leave a match as it was
                 log[key] = masked_value

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-Log = dict[str, str]  # a log's contents in order; time, tag and source are not processors' business
+# A log's contents in order: keys as text, values as the UTF-8 bytes that will be shipped (valid UTF-8:
+# the transform repairs bad bytes before processors see them). Time, tag and source are not theirs.
+Log = dict[str, bytes]
 
 DROPPED = "dropped"
 MASKED = "masked"

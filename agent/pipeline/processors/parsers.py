@@ -34,10 +34,11 @@ class _Parser:
             return UNMATCHED
         return self.merge(log, pairs)
 
-    def extract(self, text: str) -> list[tuple[str, str]] | None:
+    def extract(self, text: bytes) -> list[tuple[str, bytes]] | None:
+        """The (name, value) pairs found in ``text``, or None if it does not parse."""
         raise NotImplementedError
 
-    def merge(self, log: Log, pairs: list[tuple[str, str]]) -> str:
+    def merge(self, log: Log, pairs: list[tuple[str, bytes]]) -> str:
         # Without keep_original the source key is gone before merging, so a member of
         # the same name takes its place instead of being skipped as a conflict.
         original = None if self._keep_original else log.pop(self.key)
@@ -57,8 +58,8 @@ class ParseJson(_Parser):
     def __init__(self, name: str, options: ParseJsonOptions) -> None:
         super().__init__(name, options)
 
-    def extract(self, text: str) -> list[tuple[str, str]] | None:
-        if not text.lstrip().startswith("{"):
+    def extract(self, text: bytes) -> list[tuple[str, bytes]] | None:
+        if not text.lstrip().startswith(b"{"):
             return None  # most messages: no need to try
         try:
             document = json.loads(text)
@@ -66,11 +67,13 @@ class ParseJson(_Parser):
             return None
         if not isinstance(document, dict):
             return None
-        return [(name, value if isinstance(value, str) else _json_text(value)) for name, value in document.items()]
+        return [(name, _json_value(value)) for name, value in document.items()]
 
 
-def _json_text(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _json_value(value: object) -> bytes:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # A lone surrogate (\ud800 in the JSON) cannot be UTF-8: escape it as text, never fail.
+    return text.encode("utf-8", "backslashreplace")
 
 
 class ParseRegex(_Parser):
@@ -78,11 +81,11 @@ class ParseRegex(_Parser):
         super().__init__(name, options)
         self._search = compile_pattern(options.pattern).search
 
-    def extract(self, text: str) -> list[tuple[str, str]] | None:
+    def extract(self, text: bytes) -> list[tuple[str, bytes]] | None:
         match = self._search(text)
         if match is None:
             return None
-        return [(name, value) for name, value in match.groupdict().items() if value is not None]
+        return [(name.decode(), value) for name, value in match.groupdict().items() if value is not None]
 
 
 class ParseKeyValue(_Parser):
@@ -92,9 +95,9 @@ class ParseKeyValue(_Parser):
         self._kv_sep = options.kv_separator
         self._quote = options.quote
 
-    def extract(self, text: str) -> list[tuple[str, str]] | None:
-        pairs = split_pairs(text, self._pair_sep, self._kv_sep, self._quote)
-        return pairs or None
+    def extract(self, text: bytes) -> list[tuple[str, bytes]] | None:
+        pairs = split_pairs(text.decode("utf-8", "backslashreplace"), self._pair_sep, self._kv_sep, self._quote)
+        return [(name, value.encode()) for name, value in pairs] or None
 
 
 def split_pairs(text: str, pair_sep: str, kv_sep: str, quote: str) -> list[tuple[str, str]]:

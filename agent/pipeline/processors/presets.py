@@ -1,10 +1,13 @@
 """Named mask patterns for the common secrets, each with its replacement.
 
-Each preset is an RE2 pattern and a replacement (text with ``\\1`` references,
-or a function of the match). They are written to keep what helps a reader
-(the key's name, an e-mail's domain, a card's last four digits) and to hide the
-secret itself. ``tests/unit/pipeline/test_processors.py`` holds the cases each
-one must mask and must leave alone.
+Each preset is an RE2 pattern, a replacement (bytes with group references,
+or a function of the match), and a prefilter: a cheap test of the value in
+lower case (a word it must contain, enough digits) that most messages fail,
+so they are not searched at all. A search costs about 2 µs a line through the
+binding; the prefilter a tenth of that. They are written to keep what helps a
+reader (the key's name, an e-mail's domain, a card's last four digits) and to
+hide the secret itself. ``tests/unit/pipeline/test_processors.py`` holds the
+cases each one must mask and must leave alone.
 """
 
 from __future__ import annotations
@@ -12,44 +15,75 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 _ASSIGN = r"""(["']?\s*[=:]\s*["']?)"""  # between a key and its value: = or :, quotes and spaces
+_DIGITS = tuple(str(d).encode() for d in range(10))
 
 
 class MaskPreset(NamedTuple):
     pattern: str
-    replacement: str | Callable[[Any], str]
+    replacement: bytes | Callable[[Any], bytes]
+    worth_searching: Callable[[bytes], bool]  # given the value in lower case
 
 
-def _luhn_ok(digits: str) -> bool:
+def _any_of(*words: bytes) -> Callable[[bytes], bool]:
+    def worth_searching(lowered: bytes) -> bool:
+        for word in words:  # a plain loop: half the cost of any() over a generator
+            if word in lowered:
+                return True
+        return False
+
+    return worth_searching
+
+
+def _enough_digits(lowered: bytes) -> bool:
+    return sum(map(lowered.count, _DIGITS)) >= 13
+
+
+def _luhn_ok(digits: bytes) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
+        d = ch - 48
         if i % 2:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
 
 
-def _mask_card(match: Any) -> str:
+def _mask_card(match: Any) -> bytes:
     text = match.group(0)
-    digits = "".join(ch for ch in text if ch.isdigit())
+    digits = bytes(ch for ch in text if 48 <= ch <= 57)
     if not 13 <= len(digits) <= 19 or not _luhn_ok(digits):
         return text  # an order number or a timestamp, not a card
-    return "****" + digits[-4:]
+    return b"****" + digits[-4:]
+
+
+def _mask_access_key(match: Any) -> bytes:
+    if match.group(1) is not None:
+        return match.group(1) + match.group(2) + b"***"
+    return b"LTAI***"
 
 
 MASK_PRESETS: dict[str, MaskPreset] = {
     # password=hunter2, "passwd": "x", pwd: y, secret=..., token=...
-    "password": MaskPreset(r"(?i)\b(password|passwd|pwd|passphrase|secret|token)" + _ASSIGN + r"""[^\s"'&,;]+""", r"\1\2***"),
+    "password": MaskPreset(
+        r"(?i)\b(password|passwd|pwd|passphrase|secret|token)" + _ASSIGN + r"""[^\s"'&,;]+""", rb"\1\2***",
+        _any_of(b"pass", b"pwd", b"secret", b"token"),
+    ),
     # Authorization: Bearer eyJ..., Basic dXNlcjpwYXNz
-    "bearer_token": MaskPreset(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", r"\1 ***"),
+    "bearer_token": MaskPreset(
+        r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]{8,}=*", rb"\1 ***", _any_of(b"bearer", b"basic"),
+    ),
     # AccessKeySecret=..., access_key_secret: "...", SecurityToken=...; AccessKey IDs (LTAI...)
     "aliyun_access_key": MaskPreset(
         r"(?i)\b(access[_-]?key[_-]?secret|secret[_-]?access[_-]?key|security[_-]?token|sts[_-]?token)"
         + _ASSIGN + r"[A-Za-z0-9/+=._-]{8,}|\bLTAI[A-Za-z0-9]{12,24}\b",
-        lambda m: f"{m.group(1)}{m.group(2)}***" if m.group(1) else "LTAI***",
+        _mask_access_key,
+        _any_of(b"secret", b"token", b"ltai"),
     ),
     # jane.doe@example.com -> j***@example.com
-    "email": MaskPreset(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b", r"\1***@\2"),
+    "email": MaskPreset(
+        r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})\b", rb"\1***@\2",
+        _any_of(b"@"),
+    ),
     # 4111 1111 1111 1111 -> ****1111 (13-19 digits passing the Luhn check)
-    "card_number": MaskPreset(r"\b\d(?:[ -]?\d){12,18}\b", _mask_card),
+    "card_number": MaskPreset(r"\b\d(?:[ -]?\d){12,18}\b", _mask_card, _enough_digits),
 }

@@ -51,6 +51,7 @@ def corpus(n: int = 600, seed: int = 7) -> list[bytes]:
         "card 4111 1111 1111 1111 charged",
         "plain message",
         "bad \xff byte",
+        '{"user": "bad \xff byte in JSON", "level": "info"}',
         "{not json",
     ]
     out = []
