@@ -1,7 +1,7 @@
 """End-to-end benchmark: sender → ``slsfwd run`` → PutLogs stand-in, against syslog-ng in the same run.
 
     python -m bench.bench_e2e [--lines 600000] [--repeat 3] [--skip-syslogng] [--idle-seconds 30]
-                              [--nice N] [--json PATH] [--py-spy PATH]
+                              [--nice N] [--json PATH] [--py-spy PATH] [--extra-config TOML]
 
 Per repeat (the order of (a) and (b) alternates between repeats):
 
@@ -14,6 +14,9 @@ Per repeat (the order of (a) and (b) alternates between repeats):
 (b) Debian's syslog-ng (``bench/syslogng.py``: network() source, regexp-parser into the same fields,
     file() destination, flow control) pinned to core 0, the same sender and bytes; the done point is
     the file destination's ``processed`` counter from ``syslog-ng-ctl stats`` (polled every 50 ms).
+
+``--extra-config`` appends a TOML file to the agent's config in every run, e.g.
+``bench/processors-drop-mask.toml`` (a drop on ``app-name`` and the ``password`` mask preset).
 
 Then the everyday rate: the default config (linger_ms 2000, spool on), 1,000 lines/s for
 ``--idle-seconds``, one ``send()`` per line; the agent's CPU is utime+stime from ``/proc/PID/stat``
@@ -51,6 +54,7 @@ AGENT_CORE, OTHER_CORE = 0, 1
 AKID, SECRET = "bench-akid", "bench-secret-0123456789"
 PROJECT, LOGSTORE = "bench-project", "bench-logstore"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+EXTRA_CONFIG: list[str] = []  # TOML appended to every agent config (--extra-config)
 
 # Targets of issue 6.
 TARGET_RATIO = 1.6
@@ -253,7 +257,7 @@ def agent_config(workdir: Path, port: int, standin_port: int, *, linger_ms: int 
         f'[metrics]\nlisten = "127.0.0.1:{free_port()}"\n'
         f'[sls]\nendpoint = "http://127.0.0.1:{standin_port}"\nproject = "{PROJECT}"\nlogstore = "{LOGSTORE}"\n'
         f'access_key_id = "{AKID}"\naccess_key_secret = "{SECRET}"\n'
-    )
+    ) + "".join(EXTRA_CONFIG)
     path = workdir / "slsfwd.toml"
     path.write_text(text)
     return path
@@ -690,11 +694,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "`py-spy record`, summarized (the sampling slows the agent, so it is not a figure)")
     parser.add_argument("--nice", type=int, default=0, help="niceness of every process of the benchmark (agent, "
                         "syslog-ng, stand-in, sender), e.g. -10 on a shared machine; both sides get the same")
+    parser.add_argument("--extra-config", metavar="TOML", type=Path,
+                        help="append this TOML to the agent's config (processors, say) in every run")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.extra_config:
+        EXTRA_CONFIG.append("\n" + args.extra_config.read_text())
     if os.cpu_count() is None or os.cpu_count() < 2 or not shutil.which("taskset"):
         print("needs 2 cores and taskset (util-linux)", file=sys.stderr)
         return 2
