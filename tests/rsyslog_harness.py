@@ -22,12 +22,13 @@ import socket
 import subprocess
 from types import TracebackType
 
+from tests import shared_data
+
 RSYSLOGD = "/usr/sbin/rsyslogd"
 LOGGER = "/usr/bin/logger"
 
-_TESTS_DIR = pathlib.Path(__file__).resolve().parent
-SHARED_CONF = _TESTS_DIR.parent.parent / "shared" / "rsyslog" / "80-logtail.conf"
-VENDORED_CONF = _TESTS_DIR / "data" / "80-logtail.conf"
+SHARED_CONF = shared_data.shared_path(shared_data.TUTORIAL_BLOCK)
+VENDORED_CONF = shared_data.vendored_path(shared_data.TUTORIAL_BLOCK)
 TUTORIAL_TARGET = "@@127.0.0.1:11111"
 
 STARTUP_TIMEOUT = 10.0
@@ -48,9 +49,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def logtail_conf_text() -> str:
-    """The tutorial's forwarding block, byte for byte (shared/ copy first)."""
-    path = SHARED_CONF if SHARED_CONF.is_file() else VENDORED_CONF
-    return path.read_bytes().decode("utf-8")
+    """The tutorial's forwarding block, byte for byte (../shared first, else tests/data/)."""
+    return shared_data.read_bytes(shared_data.TUTORIAL_BLOCK).decode("utf-8")
 
 
 class RsyslogError(RuntimeError):

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -41,3 +43,11 @@ def test_hotpath_benchmark_compares_against_a_commit() -> None:
     finally:
         for tree in (ROOT / "bench" / ".work" / "hotpath").glob("tree-*"):
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
+
+
+@pytest.mark.e2e  # Debian's rsyslogd in front of the agent
+def test_kill9_benchmark_runs_and_checks_its_promises() -> None:
+    # RELP only: tests/test_relp_e2e.py runs both transports through the same tests/kill9.py.
+    out = run_module("bench.bench_kill9", "--repeat", "1", "--transport", "relp", "--lines", "4000",
+                     "--seconds", "1", "--kill-at", "0.5", "--down", "1")
+    assert "| relp | 1 | 0 |" in out and "relp: lost median 0 " in out

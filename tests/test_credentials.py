@@ -459,6 +459,11 @@ async def test_agent_ships_with_ram_role_credentials(tmp_path: Path) -> None:
     assert_agent_output_clean(agent, md)
 
 
+def credentials_logged(agent: AgentProcess) -> int:
+    """How often the agent said it took new credentials (it says so once it holds them)."""
+    return agent.stderr_path.read_text(errors="replace").count("credentials valid until")
+
+
 @pytest.mark.e2e
 async def test_agent_signs_with_keys_rotated_before_expiration(tmp_path: Path) -> None:
     async with MetadataStandin(role=ROLE, expires_in=302) as md, sts_putlogs(md) as putlogs:
@@ -468,11 +473,13 @@ async def test_agent_signs_with_keys_rotated_before_expiration(tmp_path: Path) -
             old = md.credentials
             # Rotate on both sides; the agent must fetch the new keys on its own, before Expiration.
             gets = md.credential_gets
+            applied = credentials_logged(agent)
             new = md.set_credentials(expires_in=3600)
             v = putlogs.verifier
             v.access_key_id, v.access_key_secret, v.security_token = new
             await wait_until(lambda: md.credential_gets > gets, 6.0, "the agent's refresh before expiration")
-            await asyncio.sleep(0.3)
+            # Sent before the agent has taken the new keys, a line would meet a refusal.
+            await wait_until(lambda: credentials_logged(agent) > applied, 6.0, "the agent taking the new keys")
             await agent.send(now_lines("new", 2))
             await putlogs.wait_for_logs(4, timeout=10)
     assert not putlogs.rejections

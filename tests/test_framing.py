@@ -6,19 +6,14 @@ hypothesis test covers random lines cut at random read boundaries.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from agent.framing import LineFramer, detect_octet_counting
+from tests import shared_data
 
-_SAMPLE_CANDIDATES = (
-    Path(__file__).resolve().parent / "data" / "rsyslog-8.2302-captured.bin",
-    Path("/work/shared/samples/rsyslog-8.2302-captured.bin"),
-)
-SAMPLE = next(p for p in _SAMPLE_CANDIDATES if p.is_file()).read_bytes()
+SAMPLE = shared_data.read_bytes(shared_data.CAPTURED_SAMPLES)
 SAMPLE_LINES = SAMPLE.split(b"\n")[:-1]
 BIG = 1 << 20
 

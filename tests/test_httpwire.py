@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.httpwire import HttpProtocolError, ResponseParser, format_request
+from agent.httpwire import HttpProtocolError, Response, ResponseParser, format_request
 
 
 def feed_all(data: bytes, eof: bool = False):
@@ -111,12 +111,21 @@ def test_the_parser_is_reused_for_the_next_response_on_a_connection():
 def test_arbitrary_bytes_never_raise_anything_but_a_protocol_error(data, cuts):
     parser = ResponseParser()
     pieces = [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)])]
+    outcome: list[Response | None | HttpProtocolError] = []
     try:
         for piece in pieces:
-            parser.feed(piece)
-        parser.feed_eof()
-    except HttpProtocolError:
-        pass
+            outcome.append(parser.feed(piece))
+        outcome.append(parser.feed_eof())
+    except HttpProtocolError as error:  # the one way bad bytes may end
+        outcome.append(error)
+    # Anything else raised fails the test; what came back must be a response that is really
+    # in the bytes: a three-digit status after "HTTP/1.x", a body no longer than the input.
+    for result in outcome:
+        if isinstance(result, Response):
+            assert 100 <= result.status <= 999 and b"HTTP/1." in data
+            assert len(result.body) <= len(data)
+        else:
+            assert result is None or isinstance(result, HttpProtocolError)
 
 
 def test_request_head():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,12 +21,9 @@ from agent.parse import (
     peer_source,
     resolve_source,
 )
+from tests import shared_data
 
-_SAMPLE_CANDIDATES = (
-    Path(__file__).resolve().parent / "data" / "rsyslog-8.2302-captured.bin",
-    Path("/work/shared/samples/rsyslog-8.2302-captured.bin"),
-)
-SAMPLE_LINES = next(p for p in _SAMPLE_CANDIDATES if p.is_file()).read_bytes().split(b"\n")[:-1]
+SAMPLE_LINES = shared_data.sample_lines()
 FORMATS = build_format_table({})
 FIELDS = ("hostname", "pri-text", "protocol-version", "app-name", "procid", "msgid")
 

@@ -1,130 +1,29 @@
 """End to end over RELP: Debian's real rsyslogd (omrelp) -> slsfwd's relp_listen -> PutLogs stand-in.
 
 1. logger messages arrive over RELP with exactly the fields of the plain-TCP path;
-2. 20,000 lines, the agent ``kill -9``ed one second in and restarted three seconds later:
-   every line arrives (duplicates are counted and printed, not failed: at-least-once);
-3. the same kill over plain TCP with the tutorial's block, for comparison: how many were lost
-   is printed, nothing is asserted.
-
-Run with ``-s`` to see the numbers.
-
-Both rsyslog actions get a queue of 100,000 messages (the brief's omrelp block plus
-``queue.size="100000"``; the tutorial's block plus ``$ActionQueueSize 100000`` and a 1 s retry).
-With the default action queue size of 1,000, rsyslog 8.2302 itself drops messages while the
-agent is down: the action is suspended, its queue fills, the disk-assisted part does not take
-over (impstats: ``queue[DA] enqueued=0``), and each enqueue that waits longer than
-``queue.timeoutEnqueue`` (2 s) is discarded (impstats ``discarded.full``; one message per 2 s of
-outage). Those messages never reach any transport (the RELP TXNRs have no gap), so they would
-say nothing about RELP or TCP.
+2. 20,000 lines at 5,000 lines/s, the agent ``kill -9``ed one second in and restarted three
+   seconds later (``tests/kill9.py``): over RELP every line arrives; over the tutorial's plain TCP block every
+   line the agent had read arrives. How much plain TCP loses, and how many duplicates either
+   transport brings (at-least-once), are measured by ``bench/bench_kill9.py``, not asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agent_proc import AgentProcess, free_port, sls_section
-from tests.rsyslog_harness import Rsyslog, logtail_conf_text
+from tests.kill9 import KillRun, kill_9_run, numbered, relp_agent, relp_block, scrape
+from tests.rsyslog_harness import Rsyslog
 from tests.standin import PutLogsStandin
 
 pytestmark = pytest.mark.e2e
 
-KILL_LINES = 20_000
-INJECT_SECONDS = 4.0  # the lines reach rsyslog over 4 s, so the kill at 1 s is mid-stream
-KILL_AFTER = 1.0
-DOWN_FOR = 3.0
-
-
-def ali_log_fmt_template() -> str:
-    (template,) = [ln for ln in logtail_conf_text().splitlines() if ln.startswith("$template ALI_LOG_FMT,")]
-    return template
-
-
-def relp_block(port: int) -> str:
-    return f"""\
-{ali_log_fmt_template()}
-module(load="omrelp")
-action(type="omrelp" target="127.0.0.1" port="{port}" template="ALI_LOG_FMT" windowSize="256"
-       timeout="30" conn.timeout="10"
-       queue.type="LinkedList" queue.size="100000" queue.filename="fwd_relp" queue.dequeueBatchSize="128"
-       queue.saveOnShutdown="on" queue.maxDiskSpace="2g"
-       action.resumeRetryCount="-1" action.resumeInterval="1")
-"""
-
-
-def relp_agent(workdir: Path, standin: PutLogsStandin) -> tuple[AgentProcess, int]:
-    relp_port = free_port()
-    agent = AgentProcess(workdir, sls=sls_section(standin))
-    assert agent.config_text.count("[input]\n") == 1
-    agent.config_text = agent.config_text.replace("[input]\n", f'[input]\nrelp_listen = "127.0.0.1:{relp_port}"\n')
-    return agent, relp_port
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return out
-
-
-def msgs(standin: PutLogsStandin, app: str) -> collections.Counter:
-    return collections.Counter(log.contents["msg"] for log in standin.logs if log.contents.get("app-name") == app)
-
-
-async def inject(rsyslog: Rsyslog, app: str, count: int, seconds: float) -> None:
-    """``count`` numbered RFC 3164 lines into rsyslog's imtcp on one connection, spread over ``seconds``."""
-    _, writer = await asyncio.open_connection("127.0.0.1", rsyslog.tcp_port)
-    blocks = 40
-    per_block = count // blocks
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for b in range(blocks):
-        stamp = time.strftime("%b %e %H:%M:%S").encode()
-        writer.write(b"".join(
-            b"<13>%s relphost %s: line %06d\n" % (stamp, app.encode(), i)
-            for i in range(b * per_block, (b + 1) * per_block)
-        ))
-        await writer.drain()
-        await asyncio.sleep(max(0.0, start + (b + 1) * seconds / blocks - loop.time()))
-    writer.close()
-    await writer.wait_closed()
-
-
-async def wait_settled(standin: PutLogsStandin, app: str, want: int, *, quiet: float, timeout: float) -> None:
-    """Until ``want`` distinct messages arrived, or nothing new came for ``quiet`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    last, last_change = -1, loop.time()
-    while loop.time() < deadline:
-        n = len(msgs(standin, app))
-        if n >= want:
-            return
-        if n != last:
-            last, last_change = n, loop.time()
-        elif loop.time() - last_change > quiet:
-            return
-        await asyncio.sleep(0.1)
-
-
-def report(what: str, counts: collections.Counter, sent: int, seconds: float) -> tuple[int, int]:
-    expected = {"line %06d" % i for i in range(sent)}
-    missing = sorted(expected - set(counts))
-    lost = len(missing)
-    if missing:
-        print(f"{what}: missing {missing[:20]}{' ...' if lost > 20 else ''}")
-    duplicated = sum(n - 1 for n in counts.values() if n > 1)
-    print(f"\n{what}: sent {sent}, arrived {len(counts)} distinct, lost {lost}, duplicates {duplicated} "
-          f"({seconds:.1f} s from the first line to the last)")
-    return lost, duplicated
+# PutLogs answers take a second, longer than the agent runs before the kill: whatever it has read
+# is still in flight then, so the restarted agent must deliver it from the spool it was left.
+SERVICE_DELAY = 1.0
 
 
 # (logger arguments, app-name, msg)
@@ -142,6 +41,9 @@ LOGGER_CASES = [
 async def test_logger_messages_over_relp(tmp_path: Path) -> None:
     async with PutLogsStandin() as standin:
         agent, relp_port = relp_agent(tmp_path / "agent", standin)
+        # A deadline far beyond the bound below: a stop that waits for the open session would
+        # run into it, a clean one is over long before, however loaded the host.
+        agent.config_text = "shutdown_timeout_s = 60.0\n" + agent.config_text
         await agent.start()
         try:
             async with Rsyslog(tmp_path / "rsyslog", relp_port, forward_block=relp_block(relp_port)) as rsyslog:
@@ -154,7 +56,7 @@ async def test_logger_messages_over_relp(tmp_path: Path) -> None:
                 # SIGTERM with the session open: serverclose hint, clean and quick exit.
                 started = time.monotonic()
                 assert await agent.stop() == 0, agent.stderr()
-                assert time.monotonic() - started < 5
+                assert time.monotonic() - started < 20
         finally:
             if agent.process is not None and agent.process.returncode is None:
                 await agent.kill()
@@ -177,56 +79,28 @@ async def test_logger_messages_over_relp(tmp_path: Path) -> None:
     assert metrics["slsfwd_input_lines_total"] == len(LOGGER_CASES)
 
 
+def assert_nothing_read_was_lost(run: KillRun) -> None:
+    """The spool's promise, over either transport: a kill -9 loses nothing the agent had read."""
+    assert run.exit_code == 0, run.diagnostics
+    assert not run.rejections, run.rejections[:3]
+    assert set(run.counts) <= numbered(run.sent), "lines that were never sent"
+    assert run.read_before_kill > 0 and run.spooled_at_kill, f"nothing in flight at the kill: {run.summary()}"
+    # Everything it had read was delivered and acknowledged, or is in the spool it left ...
+    assert len(run.read_by_the_killed_agent) >= run.read_before_kill, run.summary()
+    # ... and what was in the spool was delivered by the restarted agent.
+    undelivered = sorted(run.spooled_at_kill - set(run.counts))
+    assert not undelivered, f"{len(undelivered)} spooled lines never delivered, e.g. {undelivered[:10]}; {run.summary()}"
+
+
 async def test_kill_9_over_relp_loses_nothing(tmp_path: Path) -> None:
-    async with PutLogsStandin() as standin:
-        agent, relp_port = relp_agent(tmp_path / "agent", standin)
-        await agent.start()
-        try:
-            async with Rsyslog(tmp_path / "rsyslog", relp_port, forward_block=relp_block(relp_port)) as rsyslog:
-                started = time.monotonic()
-                feeding = asyncio.create_task(inject(rsyslog, "relpkill", KILL_LINES, INJECT_SECONDS))
-                await asyncio.sleep(KILL_AFTER)
-                await agent.kill()
-                at_kill = len(msgs(standin, "relpkill"))
-                await asyncio.sleep(DOWN_FOR)
-                await agent.start()
-                await feeding
-                await wait_settled(standin, "relpkill", KILL_LINES, quiet=15, timeout=60)
-                took = time.monotonic() - started
-                metrics = await asyncio.to_thread(scrape, agent.metrics_port)
-            assert await agent.stop() == 0
-        finally:
-            if agent.process is not None and agent.process.returncode is None:
-                await agent.kill()
-    counts = msgs(standin, "relpkill")
-    lost, duplicated = report("RELP", counts, KILL_LINES, took)
-    print(f"RELP: {at_kill} shipped before the kill; the restarted agent counted "
-          f"{metrics['slsfwd_relp_duplicates_total']:.0f} recognisable resends "
-          "(it cannot know the ones from before its start)")
-    assert lost == 0, f"{lost} lines lost over RELP\n{rsyslog.log_text(max_lines=40)}\n{agent.stderr()}"
-    assert not standin.rejections
+    run = await kill_9_run(tmp_path, "relp", service_delay=SERVICE_DELAY)
+    assert_nothing_read_was_lost(run)
+    assert run.lost == 0, f"{run.summary()}\n{run.diagnostics}"
 
 
-async def test_kill_9_over_plain_tcp_for_comparison(tmp_path: Path) -> None:
-    async with PutLogsStandin() as standin:
-        agent = AgentProcess(tmp_path / "agent", sls=sls_section(standin))
-        await agent.start()
-        try:
-            # The tutorial's block verbatim, with the RELP block's retry interval (1 s instead of
-            # 30 s, to keep the test short) and queue size (see the module docstring).
-            extra = "$ActionResumeInterval 1\n$ActionQueueSize 100000\n"
-            async with Rsyslog(tmp_path / "rsyslog", agent.port, extra_conf=extra) as rsyslog:
-                started = time.monotonic()
-                feeding = asyncio.create_task(inject(rsyslog, "tcpkill", KILL_LINES, INJECT_SECONDS))
-                await asyncio.sleep(KILL_AFTER)
-                await agent.kill()
-                await asyncio.sleep(DOWN_FOR)
-                await agent.start()
-                await feeding
-                await wait_settled(standin, "tcpkill", KILL_LINES, quiet=5, timeout=40)
-                took = time.monotonic() - started
-            assert await agent.stop() == 0
-        finally:
-            if agent.process is not None and agent.process.returncode is None:
-                await agent.kill()
-    report("plain TCP (tutorial block)", msgs(standin, "tcpkill"), KILL_LINES, took)
+async def test_kill_9_over_plain_tcp_loses_nothing_the_agent_had_read(tmp_path: Path) -> None:
+    # Plain TCP has no acknowledgement: what sits in the kernel's buffers when the agent dies
+    # (and a read held for input.read_coalesce_ms) is lost, and how much varies from run to run
+    # (bench/README.md). The README promises nothing more for it; the spool's promise holds.
+    run = await kill_9_run(tmp_path, "tcp", service_delay=SERVICE_DELAY)
+    assert_nothing_read_was_lost(run)

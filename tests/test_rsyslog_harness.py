@@ -8,6 +8,7 @@ suffix of %pri-text% (both are checked separately by ``_strip``).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import pathlib
 import pwd
@@ -17,6 +18,7 @@ import time
 
 import pytest
 
+from tests import shared_data
 from tests.rsyslog_harness import (
     SHARED_CONF,
     TUTORIAL_TARGET,
@@ -95,11 +97,21 @@ async def agent():
     await a.stop()
 
 
-def test_vendored_block_is_byte_identical_to_shared():
-    if not SHARED_CONF.is_file():
-        pytest.skip(f"{SHARED_CONF} not present")
-    assert VENDORED_CONF.read_bytes() == SHARED_CONF.read_bytes()
-    assert logtail_conf_text().encode("utf-8") == SHARED_CONF.read_bytes()
+@pytest.mark.parametrize("name", sorted(shared_data.FILES))
+def test_shared_files_and_their_copies_are_the_pinned_bytes(name):
+    # The copy in tests/data/ must be the shared file itself: both are checked against the pin,
+    # the shared one wherever ../shared exists (developers and CI), the copy always.
+    _, pinned = shared_data.FILES[name]
+    places = [shared_data.vendored_path(name)]
+    if shared_data.shared_path(name).is_file():
+        places.append(shared_data.shared_path(name))
+    assert {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in places} == {str(p): pinned for p in places}
+    assert shared_data.read_bytes(name) == shared_data.vendored_path(name).read_bytes()
+
+
+def test_the_harness_uses_the_tutorial_block_byte_for_byte():
+    assert SHARED_CONF == pathlib.Path(__file__).resolve().parents[2] / "shared" / "rsyslog" / "80-logtail.conf"
+    assert logtail_conf_text().encode("utf-8") == VENDORED_CONF.read_bytes()
 
 
 def test_config_has_tutorial_block_verbatim_but_the_port(tmp_path):

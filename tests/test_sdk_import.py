@@ -84,5 +84,5 @@ print(json.dumps([
 def test_resident_memory_is_well_below_the_full_sdk():
     agent_only = _run("import agent.cli, agent.app\n" + RSS)
     full_sdk = _run("import aliyun.log\nimport agent.cli, agent.app\n" + RSS)
-    print(f"RSS after import agent.cli, agent.app: {agent_only:.1f} MB; with the full SDK: {full_sdk:.1f} MB")
-    assert agent_only <= full_sdk - 5
+    assert agent_only <= full_sdk - 5, (
+        f"RSS after import agent.cli, agent.app: {agent_only:.1f} MB; with the full SDK: {full_sdk:.1f} MB")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from aliyun.log.proto import LogGroupRaw
@@ -18,12 +17,9 @@ from hypothesis import strategies as st
 from agent.batch import Batch, Batcher, Destination, Ticket
 from agent.parse import build_format_table, make_valid_utf8, peer_source
 from agent.transform import LineTransformer, Router
+from tests import shared_data
 
-_SAMPLE_CANDIDATES = (
-    Path(__file__).resolve().parent / "data" / "rsyslog-8.2302-captured.bin",
-    Path("/work/shared/samples/rsyslog-8.2302-captured.bin"),
-)
-SAMPLE = next(p for p in _SAMPLE_CANDIDATES if p.is_file()).read_bytes()
+SAMPLE = shared_data.read_bytes(shared_data.CAPTURED_SAMPLES)
 SAMPLE_LINES = SAMPLE.split(b"\n")[:-1]
 
 NOW = 1795591600  # the sample's timestamps are 1795591573..1795591634

@@ -1,4 +1,4 @@
-# Terraform: the ECS RAM role slsfwd runs with, allowed to do one thing: PutLogs into one logstore.
+# Terraform: the ECS RAM role slsfwd runs with, allowed to do one thing: PutLogs into its logstores.
 #
 # The image built by ../packer/slsfwd.pkr.hcl has `ecs_ram_role = "<role_name>"` in
 # /etc/slsfwd/slsfwd.toml and no AccessKey. An instance created with `role_name` below gets
@@ -7,7 +7,10 @@
 # ALICLOUD_ACCESS_KEY / ALICLOUD_SECRET_KEY (or a profile) on the machine that runs Terraform.
 #
 #   terraform apply -var sls_project=my-project -var sls_logstore=my-logstore \
+#                   [-var 'routed_logstores=["nginx-store"]'] \
 #                   [-var image_id=<the Packer image> -var vswitch_id=... -var security_group_id=...]
+#
+# logstore_index.tf, beside this file, indexes those logstores.
 
 terraform {
   required_providers {
@@ -30,7 +33,13 @@ variable "sls_project" {
 
 variable "sls_logstore" {
   type        = string
-  description = "The logstore slsfwd writes to (sls.logstore). Each [[routes]] logstore needs its own Resource below."
+  description = "The logstore slsfwd writes to (sls.logstore)."
+}
+
+variable "routed_logstores" {
+  type        = list(string)
+  default     = []
+  description = "The logstore of each [[routes]] entry, in sls_project: the role may write to them, and each gets the index (logstore_index.tf)."
 }
 
 variable "role_name" {
@@ -80,17 +89,17 @@ resource "alicloud_ram_role" "slsfwd" {
   })
 }
 
-# What the role may do: PutLogs (RAM action log:PostLogStoreLogs) into this one logstore.
-# No read, no other logstore or project, no management actions.
+# What the role may do: PutLogs (RAM action log:PostLogStoreLogs) into sls_logstore and the
+# routed logstores. No read, no other logstore or project, no management actions.
 resource "alicloud_ram_policy" "slsfwd_put_logs" {
   policy_name = "${var.role_name}-put-logs"
-  description = "slsfwd: PutLogs into ${var.sls_project}/${var.sls_logstore} only"
+  description = "slsfwd: PutLogs into ${var.sls_project}/${var.sls_logstore} and its routed logstores only"
   policy_document = jsonencode({
     Version = "1"
     Statement = [{
       Effect   = "Allow"
       Action   = ["log:PostLogStoreLogs"]
-      Resource = ["acs:log:*:*:project/${var.sls_project}/logstore/${var.sls_logstore}"]
+      Resource = [for logstore in concat([var.sls_logstore], var.routed_logstores) : "acs:log:*:*:project/${var.sls_project}/logstore/${logstore}"]
     }]
   })
 }
