@@ -15,7 +15,10 @@ import signal
 import socket
 import sys
 import time
+import urllib.request
 from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def free_port() -> int:
@@ -141,6 +144,22 @@ class AgentProcess:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         return 0
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample of the agent's /metrics (0 if the series does not exist yet)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return sample.value
+        return 0.0
+
+    async def wait_for_metric(self, name: str, at_least: float, timeout: float = 15.0, **labels: str) -> None:
+        deadline = time.monotonic() + timeout
+        while (value := await asyncio.to_thread(self.metric, name, **labels)) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}{labels} is {value}, not {at_least} within {timeout}s\n{self.stderr()}")
+            await asyncio.sleep(0.05)
 
     def stderr(self) -> str:
         try:

@@ -136,7 +136,7 @@ async def test_sigterm_ships_what_is_held_and_exits_zero(tmp_path: Path) -> None
         agent = AgentProcess(tmp_path, sls=sls_section(standin), linger_ms=60000)
         await agent.start()
         await agent.send(b"".join(line("bye", f"held {i}") for i in range(50)))
-        await _wait_for(lambda: "held 49" in agent.stderr() or standin.log_count == 0, 0.5)
+        await agent.wait_for_metric("slsfwd_input_lines_total", 50)
         await _settle(0.5)
         assert standin.log_count == 0  # still lingering in the batch
         assert await agent.stop() == 0

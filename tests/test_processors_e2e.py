@@ -9,7 +9,6 @@ what the config says, and ``/metrics`` must count every drop.
 from __future__ import annotations
 
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -68,15 +67,6 @@ def line(msg: str, *, app: str = "todo-list", tag: str = "sys_tag") -> str:
     return f"0.1 {tag} {int(time.time())} 127.0.0.1 web-1 user.info 0 {app} 705 -  {msg}\n"
 
 
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    want = name + "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
-    for row in text.splitlines():
-        if row.startswith(want + " "):
-            return float(row.split()[-1])
-    raise AssertionError(f"{want} not in /metrics")
-
-
 async def test_what_arrives_is_exactly_what_the_config_says(tmp_path: Path) -> None:
     noise = [line("(root) CMD (run-parts /etc/cron.hourly)", app="CRON") for _ in range(30)]
     noise += [line('10.0.0.9 - - "GET /healthz HTTP/1.1" 200 2') for _ in range(20)]
@@ -96,11 +86,11 @@ async def test_what_arrives_is_exactly_what_the_config_says(tmp_path: Path) -> N
         async with AgentProcess(tmp_path, sls=sls_section(standin), extra=PROCESSORS) as agent:
             await agent.send(payload)
             await standin.wait_for_logs(expected_logs, timeout=20)
-            drops = {name: metric(agent.metrics_port, "slsfwd_processor_events_total", processor=name, result="dropped")
-                     for name in ("no-cron", "no-health-checks")}
-            parsed = metric(agent.metrics_port, "slsfwd_processor_events_total", processor="todo-json", result="parsed")
-            unmatched = metric(agent.metrics_port, "slsfwd_processor_events_total", processor="todo-json", result="unmatched")
-            masked = metric(agent.metrics_port, "slsfwd_processor_events_total", processor="secrets", result="masked")
+            events = "slsfwd_processor_events_total"
+            drops = {name: agent.metric(events, processor=name, result="dropped") for name in ("no-cron", "no-health-checks")}
+            parsed = agent.metric(events, processor="todo-json", result="parsed")
+            unmatched = agent.metric(events, processor="todo-json", result="unmatched")
+            masked = agent.metric(events, processor="secrets", result="masked")
 
     assert not standin.rejections
     logs = standin.logs

@@ -218,7 +218,8 @@ def test_record_layout_matches_the_spec():
     assert crc == zlib.crc32(body)
     assert struct.unpack_from("<QIIH", body) == (7, 1234, 2, 4)
     assert body[18:22] == b"peer" and body[22:] == body_payload
-    assert fmt.segment_header() == b"SLSFWDSG" + struct.pack("<H", 1) + bytes(6)
+    head = b"SLSFWDSG" + struct.pack("<HH", 2, 0)
+    assert fmt.segment_header() == head + struct.pack("<I", zlib.crc32(head))
 
 
 def test_encode_scan_round_trip_single_record():
@@ -364,17 +365,6 @@ def test_ledger_of_another_version_is_refused_naming_the_version():
         fmt.decode_ledger(data, "/spool/queue/ledger")
 
 
-def test_segment_header_checks():
-    fmt.check_segment_header(fmt.segment_header(), "s")
-    v2 = struct.pack("<8sH6x", b"SLSFWDSG", 2)
-    with pytest.raises(fmt.FormatError, match=r"seg1.*version 2.*version 1"):
-        fmt.check_segment_header(v2 + rec(1), "seg1")
-    with pytest.raises(fmt.FormatError, match="not an slsfwd"):
-        fmt.check_segment_header(b"SLSFWDXX" + bytes(8), "s")
-    with pytest.raises(fmt.FormatError, match="too short"):
-        fmt.check_segment_header(fmt.segment_header()[:10], "s")
-
-
 _peers = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=30)
 _payloads = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), max_size=5).map(
     lambda lines: b"".join(line + b"\n" for line in lines)
@@ -471,7 +461,7 @@ async def test_order_across_segment_rotation_and_files_on_disk(tmp_path):
     flat = [s for seqs in on_disk.values() for s in seqs]
     assert flat == list(range(1, 201))
     for path, seqs in on_disk.items():
-        fmt.check_segment_header(path.read_bytes(), str(path))
+        assert fmt.read_segment_header(path.read_bytes()) == (fmt.HEADER_INTACT, fmt.SEGMENT_VERSION)
         assert len(path.stem) == 20 and seqs
         # rotation happens once a segment reaches segment_bytes: at most one record beyond it
         assert path.stat().st_size < 4096 + len(fmt.encode_record(1, 0, 3, peer_of(1).encode(), sent[1])) + 64
@@ -735,10 +725,16 @@ async def test_second_spool_on_the_same_directory_is_refused(tmp_path):
     await spool.close()
 
 
-def _set_segment_version(path: Path, version: int) -> None:
-    data = bytearray(path.read_bytes())
-    struct.pack_into("<H", data, 8, version)
-    path.write_bytes(bytes(data))
+def newer_header(version: int) -> bytes:
+    """What a later slsfwd would write: every version from 2 on keeps magic, version and the
+    checksum of both in its first 16 bytes."""
+    head = struct.pack("<8sHH", b"SLSFWDSG", version, 0)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def _set_segment_header(path: Path, header: bytes) -> None:
+    data = path.read_bytes()
+    path.write_bytes(header + data[len(header):])
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
@@ -751,11 +747,14 @@ async def test_segment_of_another_format_version_is_refused_and_nothing_deleted(
     await spool.close()
     files = seg_files(tmp_path)
     assert len(files) >= 3
-    _set_segment_version(files[-2], 2)
+    files[0].write_bytes(fmt.segment_header() + b"damage")  # would be deleted (nothing intact), but not now
+    _set_segment_header(files[-2], newer_header(3))
     before = _snapshot(tmp_path)
-    with pytest.raises(SpoolError, match=rf"{files[-2].name}.*version 2.*reads version 1"):
+    with pytest.raises(SpoolError, match=rf"{files[-2].name}: spool format version 3, but this slsfwd reads "
+                                         r"version 2; ship it with a matching slsfwd or move the spool directory away"):
         DiskSpool(tmp_path, max_bytes=BIG).open()
     assert _snapshot(tmp_path) == before
+    assert not (tmp_path / "quarantine").exists()
 
 
 async def test_ledger_of_another_format_version_is_refused(tmp_path):
@@ -777,11 +776,11 @@ async def test_refused_open_releases_the_lock(tmp_path):
     append_n(spool, 1, 3)
     await spool.close()
     (path,) = seg_files(tmp_path)
-    _set_segment_version(path, 2)
+    _set_segment_header(path, newer_header(7))
     refused = DiskSpool(tmp_path, max_bytes=BIG)
-    with pytest.raises(SpoolError, match="version 2"):
+    with pytest.raises(SpoolError, match="version 7"):
         refused.open()
-    _set_segment_version(path, 1)
+    _set_segment_header(path, fmt.segment_header())
     spool, report = open_spool(tmp_path)  # raises "in use" while the lock leaks
     assert report.replay_records == 3
     await spool.close()
@@ -926,10 +925,11 @@ async def test_segment_shorter_than_a_header_is_removed(tmp_path):
 async def test_verify_reports_backlog_and_damage(tmp_path):
     sent, lost, corrupt_size, torn_size = await _spool_with_damaged_files(tmp_path)
     report = verify(tmp_path)
-    assert report["backlog_records"] == 18
-    assert report["corrupt_records"] == 1 and report["corrupt_bytes"] == corrupt_size
-    assert report["torn_bytes"] == torn_size
-    assert report["backlog_bytes"] == sum(len(sent[s]) for s in range(1, 21) if s not in lost)
+    assert report.replay_records == 18
+    assert report.corrupt_records == 1 and report.corrupt_bytes == corrupt_size
+    assert report.torn_bytes == torn_size
+    assert report.replay_bytes == sum(len(sent[s]) for s in range(1, 21) if s not in lost)
+    assert report.damaged
 
 
 # -- bounded: backpressure and drop_oldest -------------------------------------
@@ -1124,7 +1124,7 @@ async def test_a_segment_header_lost_in_a_crash_does_not_lose_its_records(tmp_pa
     first_seq = int(newest.stem)
     data[:HDR] = bytes(HDR)  # what a power loss between rotation and group commit can leave
     newest.write_bytes(bytes(data))
-    assert verify(tmp_path)["records"] == 40
+    assert verify(tmp_path).records == 40
     spool, report = open_spool(tmp_path)
     assert report.replay_records == 40 and report.corrupt_records == 0
     assert_chunks(await get_n(spool, 40), range(1, 41), sent)
@@ -1132,11 +1132,14 @@ async def test_a_segment_header_lost_in_a_crash_does_not_lose_its_records(tmp_pa
     await spool.close()
 
 
-def test_a_segment_with_a_foreign_header_is_still_refused(tmp_path):
+async def test_a_segment_with_a_foreign_header_and_no_record_is_moved_aside(tmp_path):
     (tmp_path / disk.QUEUE_DIR).mkdir()
-    (tmp_path / disk.QUEUE_DIR / f"{1:020d}.seg").write_bytes(b"NOTASPOOL" + bytes(40))
-    with pytest.raises(SpoolError, match="not an slsfwd spool segment"):
-        DiskSpool(tmp_path, max_bytes=BIG).open()
+    foreign = b"NOTASPOOL" + bytes(40)
+    (tmp_path / disk.QUEUE_DIR / f"{1:020d}.seg").write_bytes(foreign)
+    spool, report = open_spool(tmp_path)
+    assert report.quarantined_segments == 1 and report.replay_records == 0
+    assert (tmp_path / "quarantine" / f"{1:020d}.seg").read_bytes() == foreign
+    await spool.close()
 
 
 async def test_fsync_ms_zero_fdatasync_error_does_not_escape_append(tmp_path, monkeypatch, fast_retry):

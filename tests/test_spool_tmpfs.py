@@ -74,8 +74,8 @@ async def test_real_enospc_blocks_then_resumes_when_space_is_freed(small_fs):
         assert spool.backlog_bytes == sum(len(p) for p in sent.values())
         # on disk: the chunks before the failed one, clean (the partial record was cut off)
         report = verify(root)
-        assert report["backlog_records"] == blocked_at - 1
-        assert (report["corrupt_records"], report["torn_bytes"]) == (0, 0)
+        assert report.replay_records == blocked_at - 1
+        assert (report.corrupt_records, report.torn_bytes) == (0, 0)
         await asyncio.sleep(0.1)  # several retries, still full
         assert not spool.writable and metric("slsfwd_spool_write_blocked") == 1
         # the shipper keeps reading what is on disk meanwhile
@@ -96,7 +96,7 @@ async def test_real_enospc_blocks_then_resumes_when_space_is_freed(small_fs):
     finally:
         await spool.close()
     report = verify(root)
-    assert (report["corrupt_records"], report["torn_bytes"], report["backlog_records"]) == (0, 0, 0)
+    assert (report.corrupt_records, report.torn_bytes, report.replay_records) == (0, 0, 0)
     spool, recovery = open_spool(root, segment_bytes=32 * 1024)
     try:
         assert (recovery.replay_records, recovery.corrupt_records, recovery.torn_bytes) == (0, 0, 0)

@@ -23,11 +23,13 @@ from ..wakeups import on_grid
 from . import format as fmt
 from .files import fsync_dir, write_all
 from .ledger import Ledger
+from .recovery import KeptSegment, SpoolError, count_record_damage, load_ledger, recover_segments
+from .report import RecoveryReport
+from .scan import segment_name
 
 log = logging.getLogger("slsfwd.spool")
 
 QUEUE_DIR = "queue"
-SEGMENT_SUFFIX = ".seg"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
 READ_AHEAD_BYTES = 8 * 1024 * 1024  # chunks kept in memory for the reader before it reads from disk
 DISK_READ_BYTES = 1024 * 1024  # a reader behind the writer reads records back this much at a time
@@ -41,10 +43,6 @@ SYNC_RETRY_S = 0.1  # a failed sync is retried this long after at the soonest
 LEDGER_SYNC_MS = 1000
 
 
-class SpoolError(Exception):
-    """The spool cannot be used (wrong format version, locked by another agent, unreadable)."""
-
-
 @dataclass(slots=True)
 class _Segment:
     first_seq: int
@@ -52,19 +50,6 @@ class _Segment:
     size: int = fmt.SEGMENT_HEADER_SIZE
     last_seq: int = -1  # -1: no record yet
     first_received_at: int = 0  # of its first record: bounds the age of anything unread in it
-
-
-@dataclass(slots=True)
-class RecoveryReport:
-    segments: int = 0
-    records: int = 0
-    replay_records: int = 0
-    replay_lines: int = 0
-    corrupt_records: int = 0
-    corrupt_bytes: int = 0
-    torn_bytes: int = 0
-    deleted_segments: int = 0
-    ledger_problem: str = ""
 
 
 @dataclass(slots=True)
@@ -130,6 +115,10 @@ class DiskSpool:
         self._next_seq = 1
         self._acked_seq = 1  # every seq below is acknowledged
         self._acked_above: set[int] = set()
+        # Seqs lost to damage, found as a jump in the seqs handed out: start -> end (exclusive).
+        # They count as acknowledged: waiting for them would hold the ledger back for good.
+        self._lost: dict[int, int] = {}
+        self._handed_upto = 1  # every seq below was handed out, acknowledged or lost
         self._ledger = Ledger(self.directory / "ledger")
         self._ledger_write_soon = False
         self._totals = _Totals()  # everything not acknowledged, on disk or pending
@@ -180,11 +169,11 @@ class DiskSpool:
         return self.recovery
 
     def _recover(self) -> None:
-        acked = self._read_ledger()
-        for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
-            self._recover_segment(path, acked)
+        acked = load_ledger(self._ledger, self.recovery)
+        for kept in recover_segments(self.directory, acked, self.recovery):
+            self._keep_recovered(kept)
         self._recovered = {segment.path for segment in self._segments}  # their damage is counted
-        self._acked_seq = acked
+        self._acked_seq = self._handed_upto = acked
         self._next_seq = max([acked] + [s.last_seq + 1 for s in self._segments])
         self._written_seq = self._durable_seq = self._next_seq - 1  # recovered records are on disk
         try:
@@ -211,70 +200,15 @@ class DiskSpool:
             self._lock_fd = -1
             raise SpoolError(f"{self.directory} is in use by another slsfwd process") from None
 
-    def _read_ledger(self) -> int:
-        try:
-            acked, problem = self._ledger.load()
-        except fmt.OtherVersionError as exc:
-            raise SpoolError(str(exc)) from None
-        except OSError as exc:
-            raise SpoolError(f"cannot read the spool ledger: {exc}") from None
-        if problem:
-            # A damaged ledger must not lose data: replay everything on disk (duplicates, not loss).
-            self.recovery.ledger_problem = problem
-            log.warning("%s; replaying every record in the spool", problem)
-        return acked
-
-    def _recover_segment(self, path: Path, acked: int) -> None:
-        try:
-            first_seq = int(path.stem)
-            data = path.read_bytes()
-        except (ValueError, OSError) as exc:
-            raise SpoolError(f"{path}: cannot read spool segment: {exc}") from None
-        if len(data) < fmt.SEGMENT_HEADER_SIZE:
-            path.unlink()  # created but never written: a crash right after creating it
-            return
-        if fmt.header_lost(data):
-            log.warning("%s: segment header lost in a crash (zeros); reading its records", path)
-        else:
-            try:
-                fmt.check_segment_header(data, str(path))
-            except fmt.FormatError as exc:
-                raise SpoolError(str(exc)) from None
-        result = fmt.scan(data)
-        report = self.recovery
-        report.segments += 1
-        report.records += len(result.records)
-        self._count_damage(path, result.corrupt_records, result.corrupt_bytes, result.torn_bytes)
-        segment = _Segment(first_seq, path, size=len(data) - result.torn_bytes)
-        if result.records:
-            segment.first_received_at = result.records[0].received_at
-        for record in result.records:
-            segment.last_seq = max(segment.last_seq, record.seq)
-            if record.seq >= acked:
-                report.replay_records += 1
-                report.replay_lines += record.lines
-                self._totals.add(len(record.payload), record.lines)
-        if segment.last_seq < acked:
-            path.unlink()
-            report.deleted_segments += 1
-            return
-        self._segments.append(segment)
-
-    def _count_damage(self, path: Path, corrupt_records: int, corrupt_bytes: int, torn_bytes: int) -> None:
-        if corrupt_records:
-            self.recovery.corrupt_records += corrupt_records
-            self.recovery.corrupt_bytes += corrupt_bytes
-            metrics.SPOOL_CORRUPT_RECORDS.inc(corrupt_records)
-            metrics.SPOOL_CORRUPT_BYTES.labels(reason="crc").inc(corrupt_bytes)
-            log.error("%s: skipped %d corrupt record(s), %d bytes lost", path, corrupt_records, corrupt_bytes)
-        if torn_bytes:
-            self.recovery.torn_bytes += torn_bytes
-            metrics.SPOOL_CORRUPT_BYTES.labels(reason="torn").inc(torn_bytes)
-            log.warning("%s: cut off a torn record at the end (%d bytes)", path, torn_bytes)
+    def _keep_recovered(self, kept: KeptSegment) -> None:
+        self._segments.append(_Segment(kept.first_seq, kept.path, kept.size, kept.last_seq, kept.first_received_at))
+        self._totals.bytes += kept.backlog.bytes
+        self._totals.lines += kept.backlog.lines
+        self._totals.chunks += kept.backlog.records
 
     def _open_new_segment(self, first_seq: int) -> None:
         """A new active segment, named by the seq of the first record it will hold."""
-        path = self.directory / f"{first_seq:020d}{SEGMENT_SUFFIX}"
+        path = self.directory / segment_name(first_seq)
         # O_EXCL: a segment file is never reused; that would mix two runs' records.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         try:
@@ -443,10 +377,14 @@ class DiskSpool:
         if self._mem:
             chunk = self._mem.popleft()
             self._mem_bytes -= len(chunk.payload)
+            self._handed_upto = chunk.seq + 1
             return chunk
         while not self._mem_mode:
             if self._disk:
                 record = self._disk.popleft()
+                if record.seq > self._handed_upto:
+                    self._skip_lost(self._handed_upto, record.seq)
+                self._handed_upto = record.seq + 1
                 return Chunk(record.seq, record.received_at, record.peer, record.payload, record.lines)
             if not self._load_from_disk():
                 self._mem_mode = True  # caught up with the writer
@@ -485,8 +423,8 @@ class DiskSpool:
         if segment.path not in self._recovered:  # recovery counted those already
             # An incomplete record at the end of a read is only cut by the read, unless it
             # is the end of the segment.
-            self._count_damage(segment.path, result.corrupt_records, result.corrupt_bytes,
-                               result.torn_bytes if at_end else 0)
+            count_record_damage(segment.path, result.corrupt_records, result.corrupt_bytes,
+                                result.torn_bytes if at_end else 0, self.recovery)
         self._disk.extend(r for r in result.records if r.seq >= self._acked_seq and r.seq not in self._acked_above)
         self._read_offset += len(data) if at_end else result.valid_end
 
@@ -497,13 +435,27 @@ class DiskSpool:
         self._totals.remove(entry[0], entry[1])
         if seq == self._acked_seq:
             self._acked_seq += 1
-            while self._acked_seq in self._acked_above:
-                self._acked_above.remove(self._acked_seq)
-                self._acked_seq += 1
+            if self._acked_above or self._lost:
+                self._acked_seq = advance_acked(self._acked_seq, self._acked_above, self._lost)
         else:
             self._acked_above.add(seq)
         if self._totals.bytes < self.max_bytes and not self._pending:
             self._has_room.set()
+        self._acked_moved()
+
+    def _skip_lost(self, start: int, end: int) -> None:
+        """No record of the seqs [start, end) is left (damage, counted where it was found):
+        they count as acknowledged."""
+        start = max(start, self._acked_seq)
+        if start >= end:
+            return
+        if start > self._acked_seq:
+            self._lost[start] = end
+            return
+        self._acked_seq = advance_acked(end, self._acked_above, self._lost)
+        self._acked_moved()
+
+    def _acked_moved(self) -> None:
         if self._acked_seq > self._ledger.value and not self._ledger_write_soon and not self.closed:
             # Once per loop turn, however many chunks one response acknowledged.
             self._ledger_write_soon = True
@@ -696,9 +648,8 @@ class DiskSpool:
         """Drop a whole segment: ledger first (so a failure changes nothing), then state."""
         acked_above = {s for s in self._acked_above if s > segment.last_seq}
         acked = max(self._acked_seq, segment.last_seq + 1)
-        while acked in acked_above:
-            acked_above.remove(acked)
-            acked += 1
+        lost = {max(start, acked): end for start, end in self._lost.items() if end > acked}
+        acked = advance_acked(acked, acked_above, lost)
         try:
             # Durable before the segment goes, as for acknowledged segments (an invariant).
             self._ledger.write(acked)
@@ -717,6 +668,7 @@ class DiskSpool:
         self._mem_bytes = sum(len(c.payload) for c in self._mem)
         self._disk = collections.deque(r for r in self._disk if r.seq > segment.last_seq)
         self._acked_above = acked_above
+        self._lost = lost
         self._acked_seq = acked
         self._segments.remove(segment)
         if self._read_index == 0:
@@ -773,34 +725,17 @@ class DiskSpool:
         metrics.SPOOL_BACKLOG_CHUNKS.set_function(lambda: totals.chunks)
 
 
-def verify(directory: Path) -> dict[str, int | str]:
-    """Read-only health report of a spool directory (for `slsfwd spool verify`)."""
-    queue = Path(directory) / QUEUE_DIR
-    report: dict[str, int | str] = {"segments": 0, "records": 0, "backlog_records": 0, "backlog_lines": 0,
-                                     "backlog_bytes": 0, "corrupt_records": 0, "corrupt_bytes": 0, "torn_bytes": 0}
-    acked = 1
-    ledger = queue / "ledger"
-    if ledger.exists():
-        acked = fmt.decode_ledger_file(ledger.read_bytes(), str(ledger)).acked_seq
-    report["acked_seq"] = acked
-    for path in sorted(queue.glob("*" + SEGMENT_SUFFIX)):
-        data = path.read_bytes()
-        if len(data) < fmt.SEGMENT_HEADER_SIZE:
-            continue
-        if not fmt.header_lost(data):
-            fmt.check_segment_header(data, str(path))
-        result = fmt.scan(data)
-        report["segments"] += 1
-        report["records"] += len(result.records)
-        report["corrupt_records"] += result.corrupt_records
-        report["corrupt_bytes"] += result.corrupt_bytes
-        report["torn_bytes"] += result.torn_bytes
-        for record in result.records:
-            if record.seq >= acked:
-                report["backlog_records"] += 1
-                report["backlog_lines"] += record.lines
-                report["backlog_bytes"] += len(record.payload)
-    return report
+def advance_acked(acked: int, above: set[int], lost: dict[int, int]) -> int:
+    """The acknowledged position, moved past the seqs acknowledged out of order and the
+    lost ones that follow it (consuming those entries)."""
+    while True:
+        if acked in above:
+            above.remove(acked)
+            acked += 1
+        elif acked in lost:
+            acked = lost.pop(acked)
+        else:
+            return acked
 
 
 def _write_both(fd: int, head: bytes, payload: bytes) -> None:

@@ -10,11 +10,15 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
-FORMAT_VERSION = 1
+# The segment header's version; version 1 (no checksum, written by slsfwd 0.1.0) is read too.
+SEGMENT_VERSION = 2
+LEDGER_VERSION = 1
 
 SEGMENT_MAGIC = b"SLSFWDSG"
-SEGMENT_HEADER = struct.Struct("<8sH6x")
-SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 16
+SEGMENT_HEADER = struct.Struct("<8sHH")  # magic, version, zero; then the CRC-32 of these 12 bytes
+SEGMENT_HEADER_CRC = struct.Struct("<I")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size + SEGMENT_HEADER_CRC.size  # 16, as in version 1
+_V1_PADDING = bytes(SEGMENT_HEADER_SIZE - 10)  # version 1: magic, u16 version, then zeros
 
 RECORD_MAGIC = 0x534C5352  # "SLSR"
 RECORD_MAGIC_BYTES = struct.pack("<I", RECORD_MAGIC)
@@ -39,34 +43,53 @@ class FormatError(Exception):
 
 
 class OtherVersionError(FormatError):
-    """Written by a slsfwd with another format version: refuse, never misread."""
+    """Written by a slsfwd with another (newer) format version: refuse, never misread."""
 
 
-def _other_version(where: str, version: int) -> FormatError:
+def other_version_error(where: str, version: int, readable: int) -> OtherVersionError:
     return OtherVersionError(
-        f"{where}: spool format version {version}, but this slsfwd reads version {FORMAT_VERSION}; "
+        f"{where}: spool format version {version}, but this slsfwd reads version {readable}; "
         "ship it with a matching slsfwd or move the spool directory away"
     )
 
 
 def segment_header() -> bytes:
-    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION)
+    head = SEGMENT_HEADER.pack(SEGMENT_MAGIC, SEGMENT_VERSION, 0)
+    return head + SEGMENT_HEADER_CRC.pack(zlib.crc32(head))
 
 
-def check_segment_header(head: bytes, where: str) -> None:
+# What a segment's first 16 bytes say (see the table in :mod:`agent.spool`).
+HEADER_INTACT = "intact"  # version 1 or 2, as written
+HEADER_SHORT = "short"  # fewer than 16 bytes: created, never written (a crash right after)
+HEADER_ZEROED = "zeroed"  # zeros: lost in a power loss before the group commit synced it
+HEADER_CORRUPT = "corrupt"  # anything else that is not a newer version: damage
+HEADER_NEWER = "newer"  # a later format, its checksum intact: refuse
+
+
+class SegmentHeader(NamedTuple):
+    state: str
+    version: int = 0  # as read, for intact and newer headers
+
+
+def read_segment_header(data: bytes) -> SegmentHeader:
+    """Classify a segment's header. Damage is never taken for another version: a version
+    other than 1 counts only with its checksum intact (every version from 2 on has one)."""
+    head = bytes(data[:SEGMENT_HEADER_SIZE])
     if len(head) < SEGMENT_HEADER_SIZE:
-        raise FormatError(f"{where}: too short for a segment header")
-    magic, version = SEGMENT_HEADER.unpack_from(head)
+        return SegmentHeader(HEADER_SHORT)
+    if head == bytes(SEGMENT_HEADER_SIZE):
+        return SegmentHeader(HEADER_ZEROED)
+    magic, version, _ = SEGMENT_HEADER.unpack_from(head)
     if magic != SEGMENT_MAGIC:
-        raise FormatError(f"{where}: not an slsfwd spool segment")
-    if version != FORMAT_VERSION:
-        raise _other_version(where, version)
-
-
-def header_lost(segment: bytes) -> bool:
-    """Zeros where the header should be: a power loss between creating a segment and the
-    group commit that syncs it (rotation leaves that sync to the group commit)."""
-    return segment[:SEGMENT_HEADER_SIZE] == bytes(SEGMENT_HEADER_SIZE)
+        return SegmentHeader(HEADER_CORRUPT)
+    if version == 1 and head[10:] == _V1_PADDING:
+        return SegmentHeader(HEADER_INTACT, 1)
+    (crc,) = SEGMENT_HEADER_CRC.unpack_from(head, SEGMENT_HEADER.size)
+    if version < 2 or zlib.crc32(head[:SEGMENT_HEADER.size]) != crc:
+        return SegmentHeader(HEADER_CORRUPT)
+    if version > SEGMENT_VERSION:
+        return SegmentHeader(HEADER_NEWER, version)
+    return SegmentHeader(HEADER_INTACT, version)
 
 
 def encode_record(seq: int, received_at: int, lines: int, peer: bytes, payload: bytes) -> bytes:
@@ -85,16 +108,16 @@ class Record(NamedTuple):
     received_at: int
     lines: int
     peer: str
-    payload: bytes
+    payload: bytes | memoryview  # a view into the scanned bytes when scanned with copy=False
     offset: int  # where the record starts in its segment
     end: int  # where the next record starts
 
 
-def decode_body(body: bytes | memoryview, offset: int, end: int) -> Record:
+def decode_body(body: bytes | memoryview, offset: int, end: int, copy: bool = True) -> Record:
     seq, received_at, lines, peer_len = BODY_HEADER.unpack_from(body)
     peer_end = BODY_HEADER_SIZE + peer_len
     peer = bytes(body[BODY_HEADER_SIZE:peer_end]).decode("utf-8", "replace")
-    return Record(seq, received_at, lines, peer, bytes(body[peer_end:]), offset, end)
+    return Record(seq, received_at, lines, peer, bytes(body[peer_end:]) if copy else body[peer_end:], offset, end)
 
 
 @dataclass(slots=True)
@@ -106,14 +129,15 @@ class ScanResult:
     valid_end: int = SEGMENT_HEADER_SIZE  # offset after the last good record
 
 
-def scan(data: bytes, start: int = SEGMENT_HEADER_SIZE) -> ScanResult:
-    """Every intact record in a segment's bytes, resyncing past corruption."""
+def scan(data: bytes, start: int = SEGMENT_HEADER_SIZE, copy: bool = True) -> ScanResult:
+    """Every intact record in a segment's bytes, resyncing past corruption. ``copy=False``:
+    payloads are views into ``data`` (for a count of them, no copy of every payload)."""
     result = ScanResult(records=[], valid_end=start)
     view = memoryview(data)
     pos = start
     size = len(data)
     while pos < size:
-        record = _record_at(data, view, pos, size)
+        record = _record_at(data, view, pos, size, copy)
         if isinstance(record, Record):
             result.records.append(record)
             pos = result.valid_end = record.end
@@ -131,7 +155,7 @@ def scan(data: bytes, start: int = SEGMENT_HEADER_SIZE) -> ScanResult:
     return result
 
 
-def _record_at(data: bytes, view: memoryview, pos: int, size: int) -> Record | str:
+def _record_at(data: bytes, view: memoryview, pos: int, size: int, copy: bool) -> Record | str:
     if pos + RECORD_HEADER_SIZE > size:
         return "incomplete"
     magic, length, crc = RECORD_HEADER.unpack_from(data, pos)
@@ -144,7 +168,7 @@ def _record_at(data: bytes, view: memoryview, pos: int, size: int) -> Record | s
     body = view[body_start:end]
     if zlib.crc32(body) != crc:
         return "bad"
-    return decode_body(body, pos, end)
+    return decode_body(body, pos, end, copy)
 
 
 def _next_valid(data: bytes, view: memoryview, pos: int, size: int) -> int:
@@ -153,7 +177,7 @@ def _next_valid(data: bytes, view: memoryview, pos: int, size: int) -> int:
         pos = data.find(RECORD_MAGIC_BYTES, pos)
         if pos < 0:
             return -1
-        if isinstance(_record_at(data, view, pos, size), Record):
+        if isinstance(_record_at(data, view, pos, size, False), Record):
             return pos
         pos += 1
 
@@ -163,7 +187,7 @@ def iter_records(data: bytes, start: int = SEGMENT_HEADER_SIZE) -> Iterator[Reco
 
 
 def encode_ledger(acked_seq: int) -> bytes:
-    head = LEDGER.pack(LEDGER_MAGIC, FORMAT_VERSION, acked_seq)
+    head = LEDGER.pack(LEDGER_MAGIC, LEDGER_VERSION, acked_seq)
     return head + struct.pack("<I", zlib.crc32(head))
 
 
@@ -177,8 +201,8 @@ def decode_ledger(data: bytes, where: str) -> int:
         raise FormatError(f"{where}: ledger checksum mismatch")
     if magic != LEDGER_MAGIC:
         raise FormatError(f"{where}: not an slsfwd spool ledger")
-    if version != FORMAT_VERSION:
-        raise _other_version(where, version)
+    if version != LEDGER_VERSION:
+        raise other_version_error(where, version, LEDGER_VERSION)
     return acked_seq
 
 
@@ -189,31 +213,34 @@ def encode_ledger_file(acked_seq: int) -> bytes:
 
 
 class LedgerSlots(NamedTuple):
-    acked_seq: int  # the largest valid slot's
+    acked_seq: int | None  # the largest valid slot's; None: no slot is valid
     newest_slot: int  # which slot holds it
-    problems: list[str]  # what is wrong with the other slot, if anything
+    problems: list[str]  # what is wrong: per damaged or missing slot, and the file's size
+    damaged_slots: int  # slots that did not check out, a missing one included
 
 
 def decode_ledger_file(data: bytes, where: str) -> LedgerSlots:
-    """The acknowledged position in a ledger file. One damaged slot is a torn overwrite
-    (reported in ``problems``); FormatError if no slot is valid, OtherVersionError if any
-    slot was written by another format version."""
-    if len(data) == LEDGER_FILE_SIZE:
-        slots = [data[offset:offset + LEDGER_SIZE] for offset in LEDGER_SLOT_OFFSETS]
-    elif len(data) == LEDGER_SIZE:
-        slots = [data]
-    else:
-        raise FormatError(f"{where}: ledger has {len(data)} bytes, expected {LEDGER_FILE_SIZE} (or {LEDGER_SIZE})")
-    values: dict[int, int] = {}
+    """The acknowledged position in a ledger file: the larger valid slot's. A damaged slot
+    (an overwrite torn by a power loss, bit rot) or a file of the wrong size (cut short,
+    bytes appended) costs only the slots it touches. OtherVersionError if any slot was
+    written by another format version."""
     problems = []
-    for index, slot in enumerate(slots):
+    if len(data) == LEDGER_SIZE:
+        offsets = LEDGER_SLOT_OFFSETS[:1]  # one slot, as slsfwd wrote it before the two
+    else:
+        offsets = LEDGER_SLOT_OFFSETS
+        if len(data) != LEDGER_FILE_SIZE:
+            problems.append(f"{where}: ledger has {len(data)} bytes, expected {LEDGER_FILE_SIZE}")
+    values: dict[int, int] = {}
+    for index, offset in enumerate(offsets):
         try:
-            values[index] = decode_ledger(slot, f"{where} slot {index}")
+            values[index] = decode_ledger(data[offset:offset + LEDGER_SIZE], f"{where} slot {index}")
         except OtherVersionError:
             raise
         except FormatError as exc:
             problems.append(str(exc))
+    damaged = len(offsets) - len(values)
     if not values:
-        raise FormatError("; ".join(problems))
+        return LedgerSlots(None, 0, problems, damaged)
     newest = max(values, key=values.__getitem__)
-    return LedgerSlots(values[newest], newest, problems)
+    return LedgerSlots(values[newest], newest, problems, damaged)

@@ -21,14 +21,24 @@ segments be deleted to free space. The byte layout is in :mod:`agent.spool`.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from . import format as fmt
 from .files import write_atomically
 
-log = logging.getLogger("slsfwd.spool")
+
+def read_slots(path: Path) -> fmt.LedgerSlots | None:
+    """The ledger file's slots, or None when there is no file yet. A file that cannot be
+    read is damage (no slot valid), as one that does not check out. Raises OtherVersionError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        problem = f"{path}: cannot read the ledger: {os.strerror(exc.errno) if exc.errno else exc}"
+        return fmt.LedgerSlots(None, 0, [problem], len(fmt.LEDGER_SLOT_OFFSETS))
+    return fmt.decode_ledger_file(data, str(path))
 
 
 class Ledger:
@@ -43,23 +53,12 @@ class Ledger:
         self._hot = 0  # the slot written since the last sync
         self._unsynced = False
 
-    def load(self) -> tuple[int, str]:
-        """(acked_seq, problem): problem is set when no slot is valid (then acked_seq is 1,
-        and everything on disk is replayed). Raises OtherVersionError."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return 1, ""
-        try:
-            slots = fmt.decode_ledger_file(data, str(self.path))
-        except fmt.OtherVersionError:
-            raise
-        except fmt.FormatError as exc:
-            return 1, str(exc)
-        for problem in slots.problems:
-            log.warning("%s; using the other slot (a write torn by a crash)", problem)
-        self._hot = 1 - slots.newest_slot  # keep the newest value untouched until a sync
-        return slots.acked_seq, ""
+    def load(self) -> fmt.LedgerSlots | None:
+        """The file's slots as read (see :func:`read_slots`)."""
+        slots = read_slots(self.path)
+        if slots is not None and slots.acked_seq is not None:
+            self._hot = 1 - slots.newest_slot  # keep the newest value untouched until a sync
+        return slots
 
     def open(self, acked: int, *, rewrite: bool) -> None:
         """Open the file to write in place, holding ``acked``. It is (re)written whole, with
