@@ -640,6 +640,7 @@ class PutLogsStandin:
 
         self._changed = asyncio.Event()
         self._closing = asyncio.Event()
+        self.handler_shutdown_timeout_s = 1.0  # what a handler still running at close gets
         self._runner: web.AppRunner | None = None
 
     # -- lifecycle
@@ -659,7 +660,7 @@ class PutLogsStandin:
         app.router.add_get("/_standin/stats", self._handle_stats)
         app.router.add_route("*", "/{tail:.*}", self._handle_unknown)
         app.on_response_prepare.append(_add_request_id)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=self.handler_shutdown_timeout_s)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self.ssl_context)
         await site.start()

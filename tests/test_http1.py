@@ -100,7 +100,15 @@ async def test_connection_close_answer_is_not_reused():
     assert server.connections == 2
 
 
-async def test_a_kept_connection_the_server_closed_is_not_used():
+async def test_a_kept_connection_the_server_closed_is_not_used(monkeypatch):
+    attempts: list[bool] = []  # reuse asked for, per attempt: a dead connection tried first would add one
+    real = Http1Client._exchange
+
+    async def exchange(self, host, port, head, body, *, reuse):
+        attempts.append(reuse)
+        return await real(self, host, port, head, body, reuse=reuse)
+
+    monkeypatch.setattr(Http1Client, "_exchange", exchange)
     async with serve([OK, OK]) as server:
         http = client()
         await post(http, server.port)
@@ -109,6 +117,7 @@ async def test_a_kept_connection_the_server_closed_is_not_used():
         assert (await post(http, server.port)).status == 200
         await http.close()
     assert server.connections == 2 and len(server.requests) == 2
+    assert attempts == [True, True]  # one attempt each: the closed connection was seen as lost, not tried
 
 
 async def test_a_close_in_the_instant_of_sending_is_sent_once_more_on_a_new_connection():

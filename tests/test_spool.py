@@ -1465,6 +1465,11 @@ async def test_drop_oldest_with_a_full_disk_does_not_raise_from_append(tmp_path,
         spool.append(ts_of(i), peer_of(i), payload(i, width=100))  # crosses max_bytes while the disk is full
     faults.mode = None
     await asyncio.sleep(0.05)
+    assert spool.write_error is None  # the held chunks were written once the disk had room
+    assert spool.dropped_lines > 0  # room was made by dropping the oldest, and counted
+    assert spool.backlog_bytes <= 3000
+    seqs = [c.seq for c in await get_n(spool, spool.backlog_chunks)]
+    assert seqs == sorted(seqs) and seqs[-1] == 16  # the newest lines survived, in order
     await spool.close()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import time
 import threading
 import struct
 import zlib
@@ -93,13 +94,13 @@ def _slot_values(root) -> list[int | None]:
 
 @pytest.fixture
 def ledger_syncs(monkeypatch):
-    """The fdatasync calls made on the ledger file."""
+    """When each fdatasync of the ledger file was made (time.monotonic())."""
     calls = []
     real = os.fdatasync
 
     def fdatasync(fd):
         if os.readlink(f"/proc/self/fd/{fd}").endswith("/ledger"):
-            calls.append(fd)
+            calls.append(time.monotonic())
         real(fd)
 
     monkeypatch.setattr(disk.os, "fdatasync", fdatasync)
@@ -114,12 +115,15 @@ async def test_an_acknowledgement_is_in_the_file_within_its_loop_turn_and_synced
     assert ledger_syncs == [] and ledger_value(tmp_path) == 1
     for c in await get_n(spool, 4):
         spool.ack(c.seq)
+    acked_at = time.monotonic()
     await asyncio.sleep(0)
     assert ledger_value(tmp_path) == 5  # in the page cache: a kill -9 keeps it
-    await asyncio.sleep(0.15)
-    assert ledger_syncs == []  # an acknowledgement alone waits LEDGER_SYNC_MS for its sync
-    await asyncio.sleep(0.4)
+    deadline = acked_at + 5
+    while not ledger_syncs and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     assert len(ledger_syncs) == 1
+    # An acknowledgement alone waits LEDGER_SYNC_MS for its sync (less at most the 100 ms timer grid).
+    assert ledger_syncs[0] - acked_at >= 0.3 - 0.1
     await spool.close()
 
 

@@ -26,10 +26,11 @@ def small_fs():
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs: {exc}")
+        pytest.fail(f"cannot mount a tmpfs (these tests need root and mount(2)): {exc}")
     if result.returncode != 0:
         where.rmdir()
-        pytest.skip(f"cannot mount a tmpfs (mount exited {result.returncode}): {result.stderr.strip()}")
+        pytest.fail(f"cannot mount a tmpfs (these tests need root and mount(2); mount exited {result.returncode}): "
+                    f"{result.stderr.strip()}")
     try:
         yield where
     finally:
