@@ -27,25 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hostinfo, metrics
-from .batch import Batch, Batcher, Destination, Ticket
-from .config import Config, split_host_port
-from .console import ConsoleSink
-from .credentials import EcsRamRoleProvider
+from .batch import Batch, Batcher, Ticket
+from .config import Config, ConfigError, load, split_host_port
 from .deadletter import DeadLetters
-from .parse import build_format_table
-from .pipeline.processors import RESULTS, build_chain_set
-from .putlogs import ClockOffsetSigner, client_for
 from .queue import ChunkQueue, MemoryQueue
+from .reconfigure import apply_config
 from .receive import LineReceiver
-from .spool import DiskSpool, SpoolError
+from .reload import ReloadStatus, keeping_restart_only, restart_only_changes
 from .relp import RelpReceiver
 from .sdnotify import Notifier
+from .ship import Shipper
 from .sockets import inherited_sockets, take_matching
+from .spool import DiskSpool, SpoolError
 from .status import StatusServer
-from .ship import PutLogsSink, Shipper, Sink
 from .supervise import FailureWatch, spawn
-from .transform import LineTransformer, Router
+from .transform import LineTransformer
 from .wakeups import GRID_S, on_grid
+from .wiring import host_ip_for, make_formats, make_output, make_processors, make_queue, make_router
 
 log = logging.getLogger("slsfwd")
 
@@ -67,21 +65,19 @@ class ShutdownReport:
 
 
 class Agent:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, config_path: Path | None = None) -> None:
         self.config = config
+        self.config_path = config_path  # re-read by a reload
         self.hostname = hostinfo.hostname()
-        self.host_ip = config.sls.source_ip if config.sls and config.sls.source_ip else hostinfo.primary_ipv4()
-        self.queue: ChunkQueue = self._make_queue()
-        self.signer: ClockOffsetSigner | None = None
-        self.ram_role: EcsRamRoleProvider | None = None
-        sink = self._make_sink()
+        self.queue: ChunkQueue = make_queue(config.spool)
+        self.output = make_output(config.sls)
         self.shipper = Shipper(
-            sink,
+            self.output.sink,
             tags=[("__hostname__", self.hostname)],
             max_in_flight=config.sls.max_in_flight if config.sls else 1,
             dead_letters=DeadLetters(Path(config.spool.dir) / "dead-letter", config.spool.dead_letter_max_bytes),
-            signer=self.signer,
-            refresh_credentials=self.ram_role.force_refresh if self.ram_role else None,
+            signer=self.output.signer,
+            refresh_credentials=self.output.ram_role.force_refresh if self.output.ram_role else None,
             on_batch_done=self._on_batch_done,
         )
         self.batcher = Batcher(
@@ -91,14 +87,11 @@ class Agent:
             on_close=self._on_batch_closed,
             clock=time.monotonic,
         )
-        self.processors = build_chain_set(config.processors)
-        for name in self.processors.names:  # every series exists from the start, for dashboards and alerts
-            for result in RESULTS:
-                metrics.PROCESSOR_EVENTS.labels(processor=name, result=result)
+        self.processors = make_processors(config)
         self.transformer = LineTransformer(
-            formats=build_format_table({f.version: f.fields for f in config.input.formats}),
-            router=self._make_router(),
-            host_ip=self.host_ip,
+            formats=make_formats(config),
+            router=make_router(config),
+            host_ip=host_ip_for(config),
             batcher=self.batcher,
             clock=time.time,
             processors=self.processors,
@@ -109,11 +102,7 @@ class Agent:
             max_connections=config.input.max_connections,
             coalesce_ms=config.input.read_coalesce_ms,
         )
-        self.relp = (
-            RelpReceiver(self.queue, max_connections=config.input.max_connections)
-            if config.input.relp_listen
-            else None
-        )
+        self.relp = self._make_relp(config)
         self.status = StatusServer(self.health_problems)
         self.notifier = Notifier()
         self._consumer: asyncio.Task | None = None
@@ -122,31 +111,14 @@ class Agent:
         self._window_open = asyncio.Event()
         self._totals = metrics.TotalsMirror()
         self.failures = FailureWatch(lambda _where, _exc: self._stop.set())
+        self._reloading = asyncio.Lock()
+        self.reload_status = ReloadStatus(pid=os.getpid())
+        self._state_dir_fd: int | None = None
 
-    # -- construction -----------------------------------------------------
-
-    def _make_queue(self) -> ChunkQueue:
-        spool = self.config.spool
-        if spool.type == "memory":
-            return MemoryQueue(spool.max_bytes)
-        return DiskSpool(Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy)
-
-    def _make_sink(self) -> Sink:
-        if self.config.sls is None:
-            return ConsoleSink()
-        client, self.ram_role = client_for(self.config.sls)
-        self.signer = client.signer
-        return PutLogsSink(client)
-
-    def _make_router(self) -> Router:
-        sls = self.config.sls
-        if sls is None:
-            return Router(Destination("console", "console", ""), {})
-        default = Destination(sls.project, sls.logstore, sls.topic)
-        by_tag = {
-            r.tag: Destination(r.project or sls.project, r.logstore, r.topic or sls.topic) for r in self.config.routes
-        }
-        return Router(default, by_tag)
+    def _make_relp(self, config: Config) -> RelpReceiver | None:
+        if not config.input.relp_listen:
+            return None
+        return RelpReceiver(self.queue, max_connections=config.input.max_connections)
 
     # -- running ----------------------------------------------------------
 
@@ -167,8 +139,8 @@ class Agent:
         metrics.SPOOL_MAX_BYTES.set(self.config.spool.max_bytes)
         metrics.SPOOL_OLDEST_AGE.set_function(self._oldest_unacked_age)
         await self.status.start(*split_host_port(self.config.metrics.listen))
-        if self.ram_role is not None:
-            await self.ram_role.start()
+        if self.output.ram_role is not None:
+            await self.output.ram_role.start()
         inherited = inherited_sockets()
         host, port = split_host_port(self.config.input.listen)
         await self.receiver.start(host, port, sock=take_matching(inherited, host, port))
@@ -183,8 +155,57 @@ class Agent:
         where = ", ".join(_format_sockname(s.getsockname()) for s in listeners)
         sink = "console (stdout)" if self.config.sls is None else f"SLS {self.config.sls.endpoint}"
         log.info("slsfwd listening on %s, shipping to %s", where, sink)
+        metrics.CONFIG_LAST_RELOAD_OK.set(1)
+        metrics.CONFIG_LAST_RELOAD_SUCCESS_TS.set_to_current_time()
+        self._write_reload_status()
         self.notifier.ready(self.status_line())
         self.notifier.start_watchdog(lambda: not self.health_problems_fatal(), self.status_line)
+
+    # -- reloading ----------------------------------------------------------
+
+    async def reload(self) -> None:
+        """SIGHUP: put the config file in force again, or keep the running config (agent.reload)."""
+        async with self._reloading:
+            self.notifier.reloading()
+            restart: list[str] = []
+            try:
+                wanted = load(self.config_path)
+                restart = restart_only_changes(self.config, wanted)
+                await apply_config(self, keeping_restart_only(self.config, wanted))
+            except ConfigError as exc:
+                self._reloaded([p if p.startswith(str(self.config_path)) else f"{self.config_path}: {p}" for p in exc.problems])
+            except OSError as exc:
+                self._reloaded([f"{self.config_path}: cannot listen: {exc.strerror or exc}"])
+            else:
+                self._reloaded([], restart)
+            self.notifier.ready(self.status_line())
+
+    def _reloaded(self, problems: list[str], restart: list[str] | None = None) -> None:
+        status = self.reload_status
+        status.generation += 1
+        status.ok, status.problems = not problems, problems
+        for problem in problems:
+            log.error("reload refused: %s", problem)
+        if not problems:
+            status.restart_needed = sorted(set(status.restart_needed) | set(restart or []))
+            for key in restart or []:
+                log.warning("reload: %s changed; it takes effect after a restart (systemctl restart slsfwd)", key)
+            log.info("reloaded %s", self.config_path)
+        metrics.CONFIG_RELOADS.labels(result="success" if status.ok else "failure").inc()
+        metrics.CONFIG_LAST_RELOAD_OK.set(1 if status.ok else 0)
+        if status.ok:
+            metrics.CONFIG_LAST_RELOAD_SUCCESS_TS.set_to_current_time()
+        metrics.CONFIG_RESTART_PENDING.set(1 if status.restart_needed else 0)
+        self._write_reload_status()
+
+    def _write_reload_status(self) -> None:
+        try:
+            if self._state_dir_fd is None:
+                Path(self.config.spool.dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+                self._state_dir_fd = ReloadStatus.hold_directory(Path(self.config.spool.dir))
+            self.reload_status.write(Path(self.config.spool.dir))
+        except OSError as exc:
+            log.warning("cannot write the reload status to %s: %s", self.config.spool.dir, exc.strerror or exc)
 
     def status_line(self) -> str:
         problems = self.health_problems()
@@ -317,8 +338,8 @@ class Agent:
         await self.queue.close()
         await self.status.close()
         await self.notifier.close()
-        if self.ram_role is not None:
-            await self.ram_role.close()
+        if self.output.ram_role is not None:
+            await self.output.ram_role.close()
         return report
 
     async def _drain(self, deadline: float) -> bool:
@@ -355,9 +376,9 @@ def _format_sockname(name) -> str:
     return str(name)
 
 
-async def run(config: Config) -> int:
-    """Run the agent until SIGTERM/SIGINT; returns the process exit code."""
-    agent = Agent(config)
+async def run(config: Config, config_path: Path | None = None) -> int:
+    """Run the agent until SIGTERM/SIGINT (SIGHUP reloads ``config_path``); returns the process exit code."""
+    agent = Agent(config, config_path)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
@@ -373,6 +394,10 @@ async def run(config: Config) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if config_path is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: spawn(agent.reload(), name="reload"))
+    else:
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("SIGHUP: no config file to reload"))
     try:
         await agent.start()
     except SpoolError as exc:

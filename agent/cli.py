@@ -1,4 +1,5 @@
-"""Command line: ``slsfwd run | check [--live] | version | import-logtail | spool verify | dead-letter replay``.
+"""Command line: ``slsfwd run | check [--live] [--explain] | reload | version | import-logtail | spool verify |
+dead-letter replay``.
 
 No logic of its own.
 
@@ -34,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also send one test log to the configured logstore (exit 1 if that fails, naming why)",
     )
     check.add_argument("--explain", action="store_true", help="also print, for each tag, its destination and processors in order")
+    reload = sub.add_parser(
+        "reload", help="make the running agent re-read its config (SIGHUP) and wait for the outcome (0 in force, 1 not)"
+    )
+    reload.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})")
+    reload.add_argument("--pid", type=int, help="the agent's pid (systemd's $MAINPID); default: from its state directory")
     sub.add_parser("version", help="print the version")
     spool = sub.add_parser("spool", help="spool tools")
     spool_sub = spool.add_subparsers(dest="spool_command", required=True, metavar="TOOL")
@@ -68,15 +74,24 @@ def _configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _run(config: Config) -> int:
+def _run(config: Config, path: Path) -> int:
     from .app import run  # imported late: `check` and `version` stay fast
 
     _configure_logging(config.log_level)
     try:
         import uvloop
     except ImportError:  # uvloop is optional on platforms without wheels
-        return asyncio.run(run(config))
-    return uvloop.run(run(config))
+        return asyncio.run(run(config, path))
+    return uvloop.run(run(config, path))
+
+
+def _reload(path: Path, pid: int | None) -> int:
+    from .reload import request_reload
+
+    ok, lines = request_reload(path, pid)
+    for line in lines:
+        print(line, file=sys.stdout if ok else sys.stderr)
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "import-logtail":
         return _import_logtail(args.logtail_config)
+    if args.command == "reload":
+        return _reload(args.config, args.pid)
     config = _load_or_report(args.config)
     if config is None:
         return EXIT_CONFIG
@@ -98,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return _spool_verify(config)
     if args.command == "dead-letter":
         return _dead_letter_replay(config)
-    return _run(config)
+    return _run(config, args.config)
 
 
 def _spool_verify(config: Config) -> int:

@@ -102,6 +102,16 @@ RELP_ACK_TIMEOUTS = Counter(
     "RELP sessions closed unacknowledged because their data did not become durable in time (rsyslog resends)",
 )
 
+CONFIG_RELOADS = Counter("slsfwd_config_reloads_total", "Config reloads (SIGHUP, slsfwd reload) by result", ["result"])
+CONFIG_LAST_RELOAD_OK = Gauge(
+    "slsfwd_config_last_reload_successful", "1 if the last config reload (or the start) put the file in force, else 0"
+)
+CONFIG_LAST_RELOAD_SUCCESS_TS = Gauge(
+    "slsfwd_config_last_reload_success_timestamp_seconds", "When the config file was last put in force (start or reload)"
+)
+CONFIG_RESTART_PENDING = Gauge(
+    "slsfwd_config_restart_pending", "1 if a reload changed keys that take effect only after a restart (spool.*, metrics.*)"
+)
 PROCESSOR_EVENTS = Counter(
     "slsfwd_processor_events_total",
     "What processors did to logs, by processor name and result (dropped, masked, parsed, unmatched, error)",
@@ -152,6 +162,8 @@ def _initialise_labels() -> None:
         LOST_LINES.labels(reason=reason)
     for where in ("task", "callback", "connection"):
         INTERNAL_ERRORS.labels(where=where)
+    for result in ("success", "failure"):
+        CONFIG_RELOADS.labels(result=result)
 
 
 _initialise_labels()

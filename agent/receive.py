@@ -51,6 +51,11 @@ class LineReceiver(Listener):
         self.max_line_bytes = max_line_bytes
         self._truncation_log = RateLimitedLog(log, interval_s=60.0)
 
+    def set_max_line_bytes(self, max_line_bytes: int) -> None:
+        self.max_line_bytes = max_line_bytes
+        for conn in self._connections:
+            conn.framer.max_line_bytes = max_line_bytes
+
     def close_connections(self) -> None:
         """Flush every connection's partial line into the queue and close it."""
         for conn in list(self._connections):

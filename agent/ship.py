@@ -73,6 +73,12 @@ class AdaptiveLimit:
             await self._changed.wait_for(lambda: self.in_flight < self.limit)
             self.in_flight += 1
 
+    async def resize(self, maximum: int) -> None:
+        async with self._changed:
+            self.maximum = maximum
+            self.limit = min(max(self.limit, 1), maximum)
+            self._changed.notify_all()
+
     async def release(self, *, throttled: bool = False, succeeded: bool = False) -> None:
         async with self._changed:
             self.in_flight -= 1
@@ -111,7 +117,8 @@ class Shipper:
         self._hold_codes: dict[str, str] = {}
         self._retry_log = RateLimitedLog(log, interval_s=60.0)
         self._dead_letter_log = RateLimitedLog(log, interval_s=60.0)
-        self._giving_up = asyncio.Event()
+        self._giving_up = False
+        self._interrupt = asyncio.Event()  # wakes every paused retry: shutdown, or a new output
 
     def blocked_reasons(self) -> list[str]:
         return sorted(f"{key}: {code}" for key, code in self._hold_codes.items())
@@ -146,7 +153,22 @@ class Shipper:
     def stop_retrying(self) -> None:
         """Shutdown with a durable queue: a failed attempt ends its task instead of
         waiting to retry; its logs stay unacknowledged in the spool for the next start."""
-        self._giving_up.set()
+        self._giving_up = True
+        self._wake_paused()
+
+    async def use_output(self, sink: Sink, *, signer, refresh_credentials, max_in_flight: int) -> None:
+        """A reload's new ``[sls]``: every attempt from now on uses it, and paused retries try it at once."""
+        self.sink = sink
+        self._signer = signer
+        self._refresh_credentials = refresh_credentials
+        self.max_in_flight = max_in_flight
+        for limit in self._limits.values():
+            await limit.resize(max_in_flight)
+        self._wake_paused()
+
+    def _wake_paused(self) -> None:
+        self._interrupt.set()
+        self._interrupt = asyncio.Event()
 
     async def _ship(self, batch: Batch) -> None:
         try:
@@ -156,13 +178,14 @@ class Shipper:
         batch.release()
 
     async def _pause(self, seconds: float) -> None:
-        if self._giving_up.is_set():
+        if self._giving_up:
             raise _GiveUp
         try:
-            await asyncio.wait_for(self._giving_up.wait(), seconds)
+            await asyncio.wait_for(self._interrupt.wait(), seconds)
         except asyncio.TimeoutError:
             return
-        raise _GiveUp
+        if self._giving_up:
+            raise _GiveUp
 
     def _limit_for(self, dest: Destination) -> AdaptiveLimit:
         key = (dest.project, dest.logstore)

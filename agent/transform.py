@@ -127,6 +127,17 @@ class LineTransformer:
             key: encode.key_prefix(key) for key in (ORIGINAL_TIME_KEY, PARSE_ERROR_KEY, MSG_KEY)
         }
 
+    def reconfigure(
+        self, *, formats: Mapping[bytes, LineFormat], router: Router, host_ip: str, processors: ChainSet | None
+    ) -> None:
+        """A reload: chunks processed from now on follow the new settings."""
+        self.formats = formats
+        self.router = router
+        self.host_ip = host_ip
+        self._chains = processors if processors else None
+        self._fast_path = formats.get(_FAST_VERSION) is _FAST
+        self._cache_minute = -1  # every cache is cleared on the next chunk
+
     def process(self, payload: bytes, received_at: int, peer: str, ticket: Ticket) -> None:
         """Turn one chunk of LF-terminated lines into logs in the batcher."""
         now = int(self._clock())

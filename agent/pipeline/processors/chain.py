@@ -126,10 +126,10 @@ def _counting_stage(counts: Counter, per_line: tuple, then: MsgStage | None) -> 
 class ChainSet:
     """Every tag's chain, built on first use; ``counts`` holds ``(processor, result) -> n``."""
 
-    def __init__(self, processors: list[tuple[Processor, frozenset[str]]]) -> None:
+    def __init__(self, processors: list[tuple[Processor, frozenset[str]]], counts: Counter | None = None) -> None:
         self._processors = processors  # each with its tags; an empty set means every tag
         self._chains: dict[str | None, Chain | None] = {}
-        self.counts: Counter = Counter()
+        self.counts: Counter = Counter() if counts is None else counts
         self.names = [processor.name for processor, _ in processors]
 
     def __bool__(self) -> bool:
@@ -160,5 +160,6 @@ class ChainSet:
         return out
 
 
-def build_chain_set(configs: Iterable[ProcessorConfig]) -> ChainSet:
-    return ChainSet([(make_processor(c), frozenset(c.tags)) for c in configs])
+def build_chain_set(configs: Iterable[ProcessorConfig], counts: Counter | None = None) -> ChainSet:
+    """``counts``: carried over from the set a reload replaces, so the totals never go back."""
+    return ChainSet([(make_processor(c), frozenset(c.tags)) for c in configs], counts)

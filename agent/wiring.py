@@ -1,0 +1,70 @@
+"""The agent's parts as a config describes them: built at start, and again by a reload."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+from . import hostinfo, metrics
+from .batch import Destination
+from .config import Config, SlsConfig, SpoolConfig
+from .console import ConsoleSink
+from .credentials import EcsRamRoleProvider
+from .parse import LineFormat, build_format_table
+from .pipeline.processors import RESULTS, ChainSet, build_chain_set
+from .putlogs import ClockOffsetSigner, client_for
+from .queue import ChunkQueue, MemoryQueue
+from .ship import PutLogsSink, Sink
+from .spool import DiskSpool
+from .transform import Router
+
+
+class Output(NamedTuple):
+    sink: Sink
+    signer: ClockOffsetSigner | None  # PutLogs only: corrected from the service's clock
+    ram_role: EcsRamRoleProvider | None  # the caller starts and closes it
+
+
+def make_output(sls: SlsConfig | None) -> Output:
+    if sls is None:
+        return Output(ConsoleSink(), None, None)
+    client, ram_role = client_for(sls)
+    return Output(PutLogsSink(client), client.signer, ram_role)
+
+
+async def close_output(output: Output) -> None:
+    await output.sink.close()
+    if output.ram_role is not None:
+        await output.ram_role.close()
+
+
+def make_queue(spool: SpoolConfig) -> ChunkQueue:
+    if spool.type == "memory":
+        return MemoryQueue(spool.max_bytes)
+    return DiskSpool(Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy)
+
+
+def make_router(config: Config) -> Router:
+    sls = config.sls
+    if sls is None:
+        return Router(Destination("console", "console", ""), {})
+    default = Destination(sls.project, sls.logstore, sls.topic)
+    by_tag = {r.tag: Destination(r.project or sls.project, r.logstore, r.topic or sls.topic) for r in config.routes}
+    return Router(default, by_tag)
+
+
+def make_formats(config: Config) -> dict[bytes, LineFormat]:
+    return build_format_table({f.version: f.fields for f in config.input.formats})
+
+
+def host_ip_for(config: Config) -> str:
+    return config.sls.source_ip if config.sls and config.sls.source_ip else hostinfo.primary_ipv4()
+
+
+def make_processors(config: Config, counts: Counter | None = None) -> ChainSet:
+    processors = build_chain_set(config.processors, counts)
+    for name in processors.names:  # every series exists from the start, for dashboards and alerts
+        for result in RESULTS:
+            metrics.PROCESSOR_EVENTS.labels(processor=name, result=result)
+    return processors
