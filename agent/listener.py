@@ -19,6 +19,10 @@ from prometheus_client import Gauge
 from . import metrics
 from .queue import ChunkQueue
 from .selflog import RateLimitedLog
+from .sockets import listen_backlog
+
+# As systemd/slsfwd.socket's Backlog=: connections rsyslog opens while the agent is busy wait here.
+LISTEN_BACKLOG = 1024
 
 
 class Connection(Protocol):
@@ -63,9 +67,25 @@ class Listener:
         """Listen on host:port, or on ``sock`` when systemd handed one over."""
         loop = asyncio.get_running_loop()
         if sock is not None:
-            self._server = await loop.create_server(self._make_protocol, sock=sock)
+            # asyncio listens again on the socket it is given: keep the backlog systemd set.
+            backlog = listen_backlog(sock) or LISTEN_BACKLOG
+            self._server = await loop.create_server(self._make_protocol, sock=sock, backlog=backlog)
         else:
-            self._server = await loop.create_server(self._make_protocol, host, port, reuse_address=True, backlog=1024)
+            self._server = await loop.create_server(
+                self._make_protocol, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+            )
+
+    async def open_server(self, host: str, port: int) -> asyncio.AbstractServer:
+        """A listening socket on host:port for :meth:`switch_to`; the current one keeps serving."""
+        return await asyncio.get_running_loop().create_server(
+            self._make_protocol, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
+        )
+
+    def switch_to(self, server: asyncio.AbstractServer) -> None:
+        """Accept on ``server`` from now on; connections made on the old one stay open."""
+        old, self._server = self._server, server
+        if old is not None:
+            old.close()
 
     def stop_accepting(self) -> None:
         if self._server is not None:

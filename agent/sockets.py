@@ -5,14 +5,25 @@ port stays open while the agent restarts: rsyslog's connections wait in the
 kernel's backlog instead of failing. The agent takes the inherited socket
 whose address matches ``input.listen`` (or ``input.relp_listen``) instead of
 binding its own.
+
+The listen backlog stays the one systemd gave the socket (the unit's ``Backlog=``):
+asyncio calls ``listen()`` again on a socket it is handed, so the listener passes
+:func:`listen_backlog` of the inherited socket rather than asyncio's default of 100.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import struct
 
 SD_LISTEN_FDS_START = 3
+
+# struct tcp_info (linux/tcp.h): eight u8 fields, then u32 tcpi_rto, ato, snd_mss, rcv_mss,
+# unacked, sacked. For a socket in TCP_LISTEN the kernel reports its accept queue there:
+# tcpi_unacked = connections waiting, tcpi_sacked = the backlog listen() set.
+_TCP_INFO_HEAD = struct.Struct("=8B6I")
+_TCP_LISTEN = 10
 
 
 def inherited_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
@@ -47,3 +58,16 @@ def take_matching(sockets: list[socket.socket], host: str, port: int) -> socket.
             sock.setblocking(False)
             return sock
     return None
+
+
+def listen_backlog(sock: socket.socket) -> int | None:
+    """The backlog of a listening TCP socket, as the kernel applies it; None if it cannot tell."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_HEAD.size)
+    except (OSError, AttributeError):  # not TCP, or no TCP_INFO on this platform
+        return None
+    if len(info) < _TCP_INFO_HEAD.size:
+        return None
+    fields = _TCP_INFO_HEAD.unpack_from(info)
+    state, backlog = fields[0], fields[-1]
+    return backlog if state == _TCP_LISTEN and backlog > 0 else None
