@@ -144,6 +144,8 @@ class LineTransformer:
         check_utf8 = not payload.isascii()
         peer_src = peer_source(peer, self.host_ip)
         heads = self._heads_for(peer_src, now)
+        if self._chains is not None:
+            self._chains.prepare_chunk(payload)
         lines = payload.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
@@ -193,6 +195,8 @@ class LineTransformer:
                     logs = by_route[route] = []
             logs.append(log)
         ticket.lines = len(lines)
+        if self._chains is not None:
+            self._chains.finish_chunk()
         for route, logs in by_route.items():
             self.batcher.add_run(route, logs, ticket)
 

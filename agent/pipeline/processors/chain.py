@@ -27,7 +27,7 @@ from ...parse import BUILTIN_0_1_FIELDS, MSG_KEY  # moves to agent.pipeline.pars
 from .fields import AddFields, Remove, Rename
 from .filters import Filter
 from .mask import Mask
-from .model import DROPPED, ERROR, Log, Processor
+from .model import DROPPED, ERROR, MASKED, Log, Processor
 from .options import ProcessorConfig
 from .parsers import ParseJson, ParseKeyValue, ParseRegex
 
@@ -86,13 +86,31 @@ class Chain:
         return PrefixPlan(head, _counting_stage(self._counts, per_line, self._msg_stage() if self.msg_group else None))
 
     def _msg_stage(self) -> MsgStage:
-        group, counts, run = self.msg_group, self._counts, self._run
+        """The message group as one function of the message: masks and filters work on the
+        bytes directly (no log to build per line), the rest through a one-key log."""
+        counts, run = self._counts, self._run
+        steps = tuple(_msg_step(p) for p in self.msg_group)
 
         def stage(msg: bytes) -> bytes | None:
-            log = {MSG_KEY: msg}
-            if not run(group, log, counts):
-                return None
-            return log[MSG_KEY]
+            for processor, mask, drops in steps:
+                try:
+                    if mask is not None:
+                        masked = mask(msg)
+                        if masked is not msg:
+                            counts[processor.name, MASKED] += 1
+                            msg = masked
+                    elif drops is not None:
+                        if drops(msg):
+                            counts[processor.name, DROPPED] += 1
+                            return None
+                    else:
+                        log = {MSG_KEY: msg}
+                        if not run((processor,), log, counts):
+                            return None
+                        msg = log[MSG_KEY]
+                except Exception:  # as in _run: the line goes on
+                    counts[processor.name, ERROR] += 1
+            return msg
 
         return stage
 
@@ -108,6 +126,14 @@ class Chain:
                 if result == DROPPED:
                     return False
         return True
+
+
+def _msg_step(processor: Processor) -> tuple[Processor, Callable | None, Callable | None]:
+    if isinstance(processor, Mask):
+        return processor, processor.mask, None
+    if isinstance(processor, Filter):
+        return processor, None, processor.drops_value
+    return processor, None, None
 
 
 def _counting_stage(counts: Counter, per_line: tuple, then: MsgStage | None) -> MsgStage:
@@ -131,6 +157,19 @@ class ChainSet:
         self._chains: dict[str | None, Chain | None] = {}
         self.counts: Counter = Counter() if counts is None else counts
         self.names = [processor.name for processor, _ in processors]
+        self._masks = [processor for processor, _ in processors if isinstance(processor, Mask)]
+
+    def prepare_chunk(self, payload: bytes) -> None:
+        """Once per chunk, before its lines: lets masks skip every line of a chunk they cannot match."""
+        if self._masks:
+            lowered = payload.lower()
+            for mask in self._masks:
+                mask.prepare_chunk(lowered)
+
+    def finish_chunk(self) -> None:
+        """After the chunk's lines: what prepare_chunk learnt holds for that chunk only."""
+        for mask in self._masks:
+            mask.prepare_chunk(None)
 
     def __bool__(self) -> bool:
         return bool(self._processors)

@@ -33,8 +33,13 @@ class Filter:
     def __init__(self, name: str, options: FilterOptions, *, keep: bool) -> None:
         self.name = name
         self.reads = frozenset((options.key,))
+        self.reads_key = options.key
         self._meets = condition(options)
         self._keep = keep
 
     def apply(self, log: Log) -> str | None:
         return DROPPED if self._meets(log) is not self._keep else None
+
+    def drops_value(self, value: bytes) -> bool:
+        """Whether a log whose key has ``value`` is dropped (the message stage's shortcut)."""
+        return self._meets({self.reads_key: value}) is not self._keep

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable, NamedTuple
 
 from .model import MASKED, Log
@@ -13,7 +14,8 @@ from .presets import MASK_PRESETS
 class _Rule(NamedTuple):
     pattern: Any
     replacement: bytes | Callable[[Any], bytes]
-    worth_searching: Callable[[bytes], bool] | None  # see presets.MaskPreset; None: always search
+    words: frozenset[bytes]  # see presets.MaskPreset; empty: no words to look for
+    worth_searching: Callable[[bytes], bool] | None
 
 
 class Mask:
@@ -23,12 +25,29 @@ class Mask:
         self.reads = self.writes = frozenset(options.keys)
         rules = []
         if options.pattern is not None:
-            rules.append(_Rule(compile_pattern(options.pattern), options.replacement.encode(), None))
+            rules.append(_Rule(compile_pattern(options.pattern), options.replacement.encode(), frozenset(), None))
         for preset in options.presets:
-            pattern, replacement, worth_searching = MASK_PRESETS[preset]
-            rules.append(_Rule(compile_pattern(pattern), replacement, worth_searching))
+            pattern, replacement, words, worth_searching = MASK_PRESETS[preset]
+            rules.append(_Rule(compile_pattern(pattern), replacement, frozenset(words), worth_searching))
         self._rules = tuple(rules)
-        self._prefiltered = any(rule.worth_searching is not None for rule in rules)
+        words = sorted({word for rule in rules for word in rule.words})
+        # One pass for every preset's words: Python's re on a fixed alternation of literals (no
+        # quantifier, so linear), cheaper than a substring test per word. Which words it found
+        # decides which presets search.
+        self._find_words = re.compile(b"|".join(map(re.escape, words))).findall if words else None
+        self._lowered = self._find_words is not None or any(rule.worth_searching for rule in rules)
+        self._only_words = all(rule.words for rule in rules)  # then no word found means nothing to search
+        self._words = tuple(words)
+        self._chunk_clean = False  # see prepare_chunk
+
+    def prepare_chunk(self, lowered_chunk: bytes | None) -> None:
+        """Before the lines of a chunk: if none of the words is anywhere in it, no line of it can
+        need this mask. ``bytes.find`` over the whole chunk costs a fraction of a search per line.
+        (Only the transform's repair of bad bytes changes a line before it gets here, and the
+        ``\\xNN`` text that makes cannot spell any of the words.)"""
+        self._chunk_clean = (
+            lowered_chunk is not None and self._only_words and not any(word in lowered_chunk for word in self._words)
+        )
 
     def apply(self, log: Log) -> str | None:
         masked = False
@@ -36,13 +55,25 @@ class Mask:
             value = log.get(key)
             if value is None:
                 continue
-            lowered = value.lower() if self._prefiltered else value
-            masked_value = value
-            for pattern, replacement, worth_searching in self._rules:
-                if worth_searching is not None and not worth_searching(lowered):
-                    continue
-                masked_value = pattern.sub(replacement, masked_value)
-            if masked_value != value:  # a function replacement may leave a match as it was
+            masked_value = self.mask(value)
+            if masked_value is not value:
                 log[key] = masked_value
                 masked = True
         return MASKED if masked else None
+
+    def mask(self, value: bytes) -> bytes:
+        """``value`` masked, or the very same object if nothing was found."""
+        if self._chunk_clean:
+            return value
+        lowered = value.lower() if self._lowered else value
+        found = self._find_words(lowered) if self._find_words is not None else ()
+        if not found and self._only_words:
+            return value
+        masked = value
+        for pattern, replacement, words, worth_searching in self._rules:
+            if words and words.isdisjoint(found):
+                continue
+            if worth_searching is not None and not worth_searching(lowered):
+                continue
+            masked = pattern.sub(replacement, masked)
+        return value if masked == value else masked  # a function replacement may leave a match as it was

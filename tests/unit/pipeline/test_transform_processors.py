@@ -169,3 +169,16 @@ def test_no_processors_keeps_heads_without_a_stage() -> None:
     fast.process(line("todo-list", "x") + b"\n", NOW, "127.0.0.1", Ticket(0, lambda seq: None))
     (heads,) = fast._heads.values()
     assert all(head[3] is None for head in heads.values())
+
+
+def test_a_chunk_without_the_words_skips_masks_and_the_next_line_is_still_masked() -> None:
+    fast, closed = transformer(CHAINS["drop-cron+mask"])
+    clean = b"".join(line("app", f"nothing to hide {i}") + b"\n" for i in range(20))
+    fast.process(clean, NOW, "127.0.0.1", Ticket(0, lambda seq: None))
+    # The readable path right after: what the clean chunk taught the masks must not linger.
+    dest, source, log = fast.encode_line(line("app", "password=hunter2"), NOW, NOW, HOST_IP)
+    assert decode([log])[0]["msg"] == b"password=***"
+    fast.process(clean + line("app", "token: abc") + b"\n", NOW, "127.0.0.1", Ticket(1, lambda seq: None))
+    fast.batcher.close_all()
+    msgs = [log["msg"] for batch in closed for log in decode(batch.logs)]
+    assert msgs.count(b"token: ***") == 1 and len(msgs) == 41
