@@ -26,24 +26,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hostinfo, metrics
-from .batch import Batch, Batcher, Ticket
+from agent.input.activation import inherited_sockets, take_matching
+from agent.input.relp import RelpReceiver
+from agent.input.tcp import LineReceiver
+from agent.ops.sdnotify import Notifier
+from agent.ops.status import StatusServer
+from agent.ops.supervise import FailureWatch, spawn
+from agent.ops.wakeups import GRID_S, on_grid
+from agent.output.deadletter import DeadLetters
+from agent.output.ship import Shipper
+from agent.pipeline.batch import Batch, Batcher, Ticket
+from agent.pipeline.transform import LineTransformer
+from agent.spool.queue import ChunkQueue, MemoryQueue
+
 from .config import Config, ConfigError, load, split_host_port
-from .deadletter import DeadLetters
-from .queue import ChunkQueue, MemoryQueue
+from .ops import hostinfo, metrics
 from .reconfigure import apply_config
-from .receive import LineReceiver
 from .reload import ReloadStatus, keeping_restart_only, restart_only_changes
-from .relp import RelpReceiver
-from .sdnotify import Notifier
-from .ship import Shipper
-from .sockets import inherited_sockets, take_matching
 from .spool import DiskSpool, SpoolError
-from .status import StatusServer
-from .supervise import FailureWatch, spawn
-from .transform import LineTransformer
-from .wakeups import GRID_S, on_grid
-from .wiring import host_ip_for, make_formats, make_output, make_processors, make_queue, make_router
+from .wiring import (
+    host_ip_for,
+    make_formats,
+    make_output,
+    make_processors,
+    make_queue,
+    make_router,
+)
 
 log = logging.getLogger("slsfwd")
 

@@ -131,7 +131,7 @@ def _spool_verify(config: Config) -> int:
 
 
 def _dead_letter_replay(config: Config) -> int:
-    from .replay import replay
+    from agent.tools.replay import replay
 
     try:
         report = asyncio.run(replay(config))
@@ -149,7 +149,11 @@ def _dead_letter_replay(config: Config) -> int:
 
 
 def _import_logtail(path: Path) -> int:
-    from .migrate import LogtailImportError, load_logtail_config, to_toml
+    from agent.tools.import_logtail import (
+        LogtailImportError,
+        load_logtail_config,
+        to_toml,
+    )
 
     try:
         print(to_toml(load_logtail_config(path), str(path)), end="")
@@ -161,7 +165,7 @@ def _import_logtail(path: Path) -> int:
 
 
 def _explain(config: Config) -> str:
-    from .pipeline.processors import build_chain_set
+    from agent.pipeline.processors import build_chain_set
 
     chains = build_chain_set(config.processors)
     default = "console" if config.sls is None else f"{config.sls.project}/{config.sls.logstore}"
@@ -176,7 +180,7 @@ def _explain(config: Config) -> str:
 
 
 def _check_live(config: Config) -> int:
-    from .livecheck import live_check
+    from agent.tools.livecheck import live_check
 
     ok, message = asyncio.run(live_check(config))
     print(message, file=sys.stdout if ok else sys.stderr)

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
-from .pipeline.processors import OPTIONS_BY_TYPE, ProcessorConfig
+from agent.pipeline.parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
+from agent.pipeline.processors import OPTIONS_BY_TYPE, ProcessorConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/slsfwd/slsfwd.toml")
 
@@ -340,7 +340,7 @@ def _validate_sls(sls: SlsConfig) -> list[str]:
     for name in ("project", "logstore", "endpoint"):
         if not getattr(sls, name):
             problems.append(f"sls.{name}: must not be empty")
-    from .putlogs import Endpoint  # local: keeps `slsfwd check` light
+    from agent.output.putlogs import Endpoint  # local: keeps `slsfwd check` light
 
     try:
         Endpoint.parse(sls.endpoint)

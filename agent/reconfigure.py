@@ -12,9 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from agent.ops.supervise import spawn
+
 from .config import Config, split_host_port
-from .supervise import spawn
-from .wiring import Output, close_output, host_ip_for, make_formats, make_output, make_processors, make_router
+from .wiring import (
+    Output,
+    close_output,
+    host_ip_for,
+    make_formats,
+    make_output,
+    make_processors,
+    make_router,
+)
 
 log = logging.getLogger("slsfwd")
 

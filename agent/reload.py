@@ -36,8 +36,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.ops.files import write_atomically
+
 from .config import Config, SpoolConfig
-from .spool.files import write_atomically
 
 RESTART_ONLY = ("spool", "metrics")  # sections whose every key needs a restart
 STATUS_FILE = "reload-status.json"

@@ -6,18 +6,19 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
-from . import hostinfo, metrics
-from .batch import Destination
+from agent.output.console import ConsoleSink
+from agent.output.credentials import EcsRamRoleProvider
+from agent.output.putlogs import ClockOffsetSigner, client_for
+from agent.output.ship import PutLogsSink, Sink
+from agent.pipeline.batch import Destination
+from agent.pipeline.parse import LineFormat, build_format_table
+from agent.pipeline.processors import RESULTS, ChainSet, build_chain_set
+from agent.pipeline.transform import Router
+from agent.spool.queue import ChunkQueue, MemoryQueue
+
 from .config import Config, SlsConfig, SpoolConfig
-from .console import ConsoleSink
-from .credentials import EcsRamRoleProvider
-from .parse import LineFormat, build_format_table
-from .pipeline.processors import RESULTS, ChainSet, build_chain_set
-from .putlogs import ClockOffsetSigner, client_for
-from .queue import ChunkQueue, MemoryQueue
-from .ship import PutLogsSink, Sink
+from .ops import hostinfo, metrics
 from .spool import DiskSpool
-from .transform import Router
 
 
 class Output(NamedTuple):

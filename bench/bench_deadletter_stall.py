@@ -31,12 +31,12 @@ WORK = REPO / "bench" / ".work" / "deadletter"
 
 
 async def _measure(n_logs: int, old_files: int, directory: Path) -> dict:
-    from agent.batch import Destination
-    from agent.deadletter import DeadLetters
-    from agent.encode import encode_log
-    from agent.errors import ShipError
-    from agent.sdk import log_group_raw_class
-    from agent.ship import Shipper
+    from agent.output.deadletter import DeadLetters
+    from agent.output.errors import ShipError
+    from agent.output.sdk import log_group_raw_class
+    from agent.output.ship import Shipper
+    from agent.pipeline.batch import Destination
+    from agent.pipeline.encode import encode_log
 
     log_group_raw_class()  # loaded at start in the agent (signing), so not part of the stall
 

@@ -60,11 +60,11 @@ EXPECTED_LOGS: dict[str, int] = {}  # "n": logs the stand-in must count, when pr
 
 def logs_after_processors(corpus: bytes, extra_toml: str) -> int:
     """How many of the corpus's lines the configured processors keep (the agent's own pipeline, in process)."""
-    from agent.batch import Batcher, Ticket
     from agent.config import loads
-    from agent.parse import build_format_table
+    from agent.pipeline.batch import Batcher, Ticket
+    from agent.pipeline.parse import build_format_table
     from agent.pipeline.processors import build_chain_set
-    from agent.transform import LineTransformer, Router
+    from agent.pipeline.transform import LineTransformer, Router
     from bench.bench_hotpath import DEST, HOST_IP, PEER
 
     kept = [0]

@@ -57,10 +57,10 @@ import lz4.block
 from aliyun.log.proto import LogGroup, LogGroupRaw
 from google.protobuf.internal import api_implementation
 
-from agent import encode
-from agent.batch import Batch, Batcher, Destination, Ticket
-from agent.framing import LineFramer
-from agent.parse import (
+from agent.input.framing import LineFramer
+from agent.pipeline import encode
+from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.parse import (
     MSG_KEY,
     ORIGINAL_TIME_KEY,
     PARSE_ERROR_KEY,
@@ -72,7 +72,7 @@ from agent.parse import (
     peer_source,
     resolve_source,
 )
-from agent.transform import LineTransformer, Router
+from agent.pipeline.transform import LineTransformer, Router
 
 from .corpus import READ_SIZE, build_corpus, tcp_reads
 
@@ -489,7 +489,9 @@ def full_rate_of(tree: Path, lines: int, repeat: int) -> float:
 
 
 def compare_against(rev: str, rounds: int, lines: int, repeat: int) -> int:
-    from bench.bench_everyday import worktree  # it loads the end-to-end harness: only --against needs it
+    from bench.bench_everyday import (
+        worktree,  # it loads the end-to-end harness: only --against needs it
+    )
 
     AGAINST_WORK.mkdir(parents=True, exist_ok=True)
     trees = {rev: worktree(rev, AGAINST_WORK), "this tree": Path(__file__).resolve().parent.parent}

@@ -19,14 +19,22 @@ import platform
 import statistics
 import time
 
-from agent.batch import Batcher, Ticket
 from agent.config import loads
-from agent.parse import build_format_table
+from agent.input.framing import LineFramer
+from agent.pipeline.batch import Batcher, Ticket
+from agent.pipeline.parse import build_format_table
 from agent.pipeline.processors import build_chain_set
-from agent.transform import LineTransformer, Router
-from bench.bench_hotpath import DEST, HOST_IP, MAX_BYTES, MAX_LINE_BYTES, MAX_LOGS, PEER, tcp_reads
+from agent.pipeline.transform import LineTransformer, Router
+from bench.bench_hotpath import (
+    DEST,
+    HOST_IP,
+    MAX_BYTES,
+    MAX_LINE_BYTES,
+    MAX_LOGS,
+    PEER,
+    tcp_reads,
+)
 from bench.corpus import build_corpus
-from agent.framing import LineFramer
 
 CONFIGS = {
     "none": "",

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agent.framing import LineFramer
+from agent.input.framing import LineFramer
 from agent.spool import DiskSpool
 from bench.corpus import build_corpus, tcp_reads
 

@@ -82,8 +82,8 @@ import json
 import re
 import secrets
 import signal
-import ssl
 import socket
+import ssl
 import struct
 import sys
 import time

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
 
 ROUTE = (Destination("p", "ls", ""), "10.0.0.1")
 

@@ -17,15 +17,23 @@ from typing import Callable
 import pytest
 from prometheus_client import REGISTRY
 
-import agent.credentials as credentials
-from agent.credentials import (
+import agent.output.credentials as credentials
+from agent.output.credentials import (
     CredentialsUnavailable,
     EcsRamRoleProvider,
     RamRoleSettings,
     parse_role_document,
 )
 from tests.agent_proc import AgentProcess, slsfwd_command
-from tests.metadata_standin import GARBAGE, ROLE_PATH, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER, MetadataStandin, iso
+from tests.metadata_standin import (
+    GARBAGE,
+    ROLE_PATH,
+    TOKEN_HEADER,
+    TOKEN_PATH,
+    TOKEN_TTL_HEADER,
+    MetadataStandin,
+    iso,
+)
 from tests.standin import PutLogsStandin
 
 REAL_METADATA_HOST = "100.100.100.200"

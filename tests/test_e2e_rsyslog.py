@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import hostinfo
+from agent.ops import hostinfo
 from tests.agent_proc import AgentProcess, sls_section
 from tests.rsyslog_harness import Rsyslog
 from tests.standin import PutLogsStandin

@@ -9,7 +9,7 @@ from google.protobuf.internal.encoder import _VarintBytes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.encode import (
+from agent.pipeline.encode import (
     compress,
     content,
     encode_log,

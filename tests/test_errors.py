@@ -15,14 +15,21 @@ from aliyun.log.credentials import StaticCredentialsProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.backoff import QUOTA, TRANSIENT, Backoff
-from agent.batch import Destination
-from agent.deadletter import DeadLetters, directory_bytes
-from agent.encode import encode_log
-from agent.errors import BAD_RESPONSE, ERROR_CODES, NETWORK_ERROR, Action, ShipError, classify
-from agent.putlogs import ClockOffsetSigner, Endpoint
-from agent.queue import MemoryQueue
-from agent.selflog import RateLimitedLog
+from agent.ops.selflog import RateLimitedLog
+from agent.output.backoff import QUOTA, TRANSIENT, Backoff
+from agent.output.deadletter import DeadLetters, directory_bytes
+from agent.output.errors import (
+    BAD_RESPONSE,
+    ERROR_CODES,
+    NETWORK_ERROR,
+    Action,
+    ShipError,
+    classify,
+)
+from agent.output.putlogs import ClockOffsetSigner, Endpoint
+from agent.pipeline.batch import Destination
+from agent.pipeline.encode import encode_log
+from agent.spool.queue import MemoryQueue
 
 # ---------------------------------------------------------------- error table
 

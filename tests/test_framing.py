@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.framing import LineFramer, detect_octet_counting
+from agent.input.framing import LineFramer, detect_octet_counting
 from tests import shared_data
 
 SAMPLE = shared_data.read_bytes(shared_data.CAPTURED_SAMPLES)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.http1 import Http1Client, HttpError
+from agent.output.http.client import Http1Client, HttpError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 

@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.httpwire import HttpProtocolError, Response, ResponseParser, format_request
+from agent.output.http.wire import (
+    HttpProtocolError,
+    Response,
+    ResponseParser,
+    format_request,
+)
 
 
 def feed_all(data: bytes, eof: bool = False):

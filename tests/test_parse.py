@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.parse import (
+from agent.pipeline.parse import (
     BAD_TIMESTAMP,
     MAX_FUTURE_S,
     MAX_PAST_S,

@@ -64,7 +64,7 @@ def _defined() -> dict[str, set[str]]:
     """Every exposed sample name of the agent's metrics, with the label names it carries."""
     from prometheus_client import REGISTRY
 
-    from agent import metrics
+    from agent.ops import metrics
 
     labels_of = {
         m._name: set(m._labelnames)  # noqa: SLF001 - the definitions' label names

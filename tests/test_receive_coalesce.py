@@ -14,9 +14,9 @@ import time
 
 import pytest
 
-from agent.queue import MemoryQueue
-from agent.receive import COALESCE_BELOW_BYTES, LineReceiver
-from agent.wakeups import GRID_S
+from agent.input.tcp import COALESCE_BELOW_BYTES, LineReceiver
+from agent.ops.wakeups import GRID_S
+from agent.spool.queue import MemoryQueue
 
 SLACK_S = 0.005  # timestamps are taken a few instructions away from the timers they measure
 

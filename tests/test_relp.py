@@ -15,20 +15,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent import relp
-from agent.relp import (
+from agent.input.relp import RelpReceiver
+from agent.input.relp import protocol as relp
+from agent.input.relp.protocol import (
     MAX_DATALEN,
     SERVERCLOSE,
-    DuplicateTracker,
     Frame,
     FrameParser,
-    RelpReceiver,
-    RelpSession,
     ack_frame,
     check_offers,
     format_frame,
     parse_offers,
 )
+from agent.input.relp.session import DuplicateTracker, RelpSession
+from agent.ops import metrics
 
 # What rsyslog 8.2302's omrelp (librelp 1.11) sends to open a session.
 LIBRELP_OPEN = b"relp_version=0\nrelp_software=librelp,1.11.0,http://librelp.adiscon.com\ncommands=syslog"
@@ -563,10 +563,10 @@ async def test_never_durable_means_no_ack_and_a_closed_session(server) -> None:
     client = await Client.connect(port)
     await client.open()
     await client.send_many([line(1), line(2)])
-    before = relp.RELP_ACK_TIMEOUTS._value.get()
+    before = metrics.RELP_ACK_TIMEOUTS._value.get()
     frames = await client.read_until_eof(timeout=3)
     assert frames == [Frame(0, "serverclose", b"")]  # no rsp at all, in particular no 500
-    assert receiver.ack_timeouts == 1 and relp.RELP_ACK_TIMEOUTS._value.get() == before + 1
+    assert receiver.ack_timeouts == 1 and metrics.RELP_ACK_TIMEOUTS._value.get() == before + 1
     await wait_until(lambda: receiver.connection_count == 0)
     # Durability after the session closed changes nothing: no error in the callbacks it runs,
     # no second timeout, no session.
@@ -625,11 +625,11 @@ async def test_close_sends_acks_that_become_durable_in_the_grace_period(server) 
 ])
 async def test_framing_and_protocol_errors_abort_without_an_answer(server, stream: bytes) -> None:
     receiver, port = await server()
-    before = relp.RELP_FRAMING_ERRORS._value.get()
+    before = metrics.RELP_FRAMING_ERRORS._value.get()
     client = await RawClient.connect(port)
     await client.send(stream)
     assert await client.read_until_closed() == []  # an abort: a FIN or, with unread bytes, a reset
-    assert receiver.framing_errors == 1 and relp.RELP_FRAMING_ERRORS._value.get() == before + 1
+    assert receiver.framing_errors == 1 and metrics.RELP_FRAMING_ERRORS._value.get() == before + 1
     assert server.queue.chunks == []
 
 
@@ -700,7 +700,7 @@ async def test_unwritable_queue_pauses_every_session(server) -> None:
 async def test_resends_after_a_broken_session_are_counted(server) -> None:
     receiver, port = await server()
     queue = server.queue
-    before = relp.RELP_DUPLICATES._value.get()
+    before = metrics.RELP_DUPLICATES._value.get()
     first = await Client.connect(port)
     await first.open()
     await first.send_many([line(1), line(2)])
@@ -711,7 +711,7 @@ async def test_resends_after_a_broken_session_are_counted(server) -> None:
     await second.open()
     txnrs = await second.send_many([line(1), line(2), line(3)])
     await wait_until(lambda: len(queue.chunks) == 2)
-    assert receiver.duplicate_frames == 2 and relp.RELP_DUPLICATES._value.get() == before + 2
+    assert receiver.duplicate_frames == 2 and metrics.RELP_DUPLICATES._value.get() == before + 2
     assert queue.chunks[1][2] == line(1) + line(2) + line(3)  # shipped again: at-least-once
     queue.make_all_durable()
     assert acks(await second.read(3)) == txnrs
@@ -736,7 +736,7 @@ async def test_many_sessions_at_once(server) -> None:
     server.queue.make_all_durable()
     for client, txnrs in zip(clients, sent):
         assert acks(await client.read(2)) == txnrs
-    assert relp.RELP_SESSIONS._value.get() == 50
+    assert metrics.RELP_SESSIONS._value.get() == 50
 
 
 async def test_with_the_real_disk_spool_acks_follow_the_group_commit(tmp_path) -> None:

@@ -40,8 +40,8 @@ def _run(code: str):
 def test_agent_imports_leave_the_full_sdk_out_and_signing_works():
     result = _run(IMPORT_AGENT + """
 import json, sys
-from agent.putlogs import ClockOffsetSigner
-from agent.sdk import StaticCredentialsProvider
+from agent.output.putlogs import ClockOffsetSigner
+from agent.output.sdk import StaticCredentialsProvider
 provider = StaticCredentialsProvider("test-akid", "test-secret")
 signed = {}
 for version, region in (("v1", ""), ("v4", "cn-hangzhou")):
@@ -68,15 +68,15 @@ print(json.dumps({"loaded": [m for m in heavy if m in sys.modules], "signed": si
 def test_full_sdk_still_importable_after_the_agent():
     assert _run("""
 import json
-import agent.putlogs, agent.sdk
+import agent.output.putlogs, agent.output.sdk
 from aliyun.log import LogClient, LogItem
 import aliyun.log
 import aliyun.log.auth
 print(json.dumps([
     LogClient.__module__,
     LogItem.__module__,
-    aliyun.log.auth.AuthV1 is agent.sdk.AuthV1,
-    aliyun.log.LogGroup is agent.sdk.log_group_raw_class(),
+    aliyun.log.auth.AuthV1 is agent.output.sdk.AuthV1,
+    aliyun.log.LogGroup is agent.output.sdk.log_group_raw_class(),
 ]))
 """) == ["aliyun.log.logclient", "aliyun.log.logitem", True, True]
 

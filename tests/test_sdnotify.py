@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier
+from agent.ops.sdnotify import Notifier
 from tests.agent_proc import AgentProcess
 
 

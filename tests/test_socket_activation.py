@@ -11,10 +11,21 @@ from pathlib import Path
 
 import pytest
 
+from agent.input.activation import listen_backlog
 from tests.agent_proc import AgentProcess, free_port, sls_section, slsfwd_command
 from tests.standin import PutLogsStandin
 
-pytestmark = pytest.mark.e2e
+
+def test_listen_backlog_reads_what_listen_set() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        assert listen_backlog(sock) is None  # bound, not listening
+        sock.listen(1024)
+        assert listen_backlog(sock) == 1024
+        sock.listen(77)
+        assert listen_backlog(sock) == 77
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        assert listen_backlog(udp) is None
 
 
 def lines(prefix: str, count: int) -> bytes:
@@ -31,6 +42,7 @@ async def send(port: int, data: bytes) -> None:
 
 
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None, reason="systemd-socket-activate is not installed")
+@pytest.mark.e2e
 async def test_systemd_socket_activate_hands_the_socket_over(tmp_path: Path) -> None:
     async with PutLogsStandin() as standin:
         agent = AgentProcess(tmp_path, sls=sls_section(standin))
@@ -50,6 +62,7 @@ async def test_systemd_socket_activate_hands_the_socket_over(tmp_path: Path) -> 
     assert "listening on 127.0.0.1:" in agent.stderr()
 
 
+@pytest.mark.e2e
 async def test_lines_sent_while_the_agent_is_down_wait_in_the_inherited_socket(tmp_path: Path) -> None:
     """A supervisor (here the test, as systemd would) owns the socket; the agent is killed and restarted."""
     listener = socket.socket()
@@ -79,6 +92,8 @@ async def test_lines_sent_while_the_agent_is_down_wait_in_the_inherited_socket(t
         first = await start()
         await send(port, lines("before", 100))
         await standin.wait_for_logs(100, timeout=30)
+        # asyncio listens again on a socket it is handed; the supervisor's backlog must survive that.
+        assert listen_backlog(listener) == 1024
         first.kill()
         await first.wait()
 

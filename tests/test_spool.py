@@ -23,10 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from agent.queue import Chunk
-from agent.spool import DiskSpool, SpoolError, verify
-from agent.spool import disk
+from agent.spool import DiskSpool, SpoolError, disk, verify
 from agent.spool import format as fmt
+from agent.spool.queue import Chunk
 
 REPO = Path(__file__).resolve().parents[1]
 BIG = 1 << 40  # a max_bytes that is never reached

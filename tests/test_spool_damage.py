@@ -21,8 +21,20 @@ from agent.spool import format as fmt
 from agent.spool import scan as sc
 from agent.spool.disk import advance_acked
 from tests.test_spool import (
-    BIG, HDR, append_n, assert_chunks, get_n, ledger_value, metric, newer_header, nothing_more,
-    open_spool, qdir, rec, seg_files, segment,
+    BIG,
+    HDR,
+    append_n,
+    assert_chunks,
+    get_n,
+    ledger_value,
+    metric,
+    newer_header,
+    nothing_more,
+    open_spool,
+    qdir,
+    rec,
+    seg_files,
+    segment,
 )
 
 V1_HEADER = b"SLSFWDSG" + struct.pack("<H", 1) + bytes(6)  # what slsfwd 0.1.0 writes

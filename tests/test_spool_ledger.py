@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import time
-import threading
 import struct
+import threading
+import time
 import zlib
 
 import pytest
 
 from agent.spool import disk, ledger, verify
 from agent.spool import format as fmt
-from tests.test_spool import append_n, assert_chunks, crash, get_n, ledger_value, open_spool, qdir
+from tests.test_spool import (
+    append_n,
+    assert_chunks,
+    crash,
+    get_n,
+    ledger_value,
+    open_spool,
+    qdir,
+)
 
 SLOT0, SLOT1 = fmt.LEDGER_SLOT_OFFSETS
 GOOD_7, GOOD_9 = fmt.encode_ledger(7), fmt.encode_ledger(9)

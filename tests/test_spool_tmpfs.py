@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from agent.spool import disk, verify
-from tests.test_spool import BIG, append_n, assert_chunks, get_n, metric, nothing_more, open_spool
+from tests.test_spool import (
+    BIG,
+    append_n,
+    assert_chunks,
+    get_n,
+    metric,
+    nothing_more,
+    open_spool,
+)
 
 FS_SIZE = 256 * 1024
 

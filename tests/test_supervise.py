@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from agent import metrics
 from agent.app import FAILURE_SHUTDOWN_S, Agent
 from agent.config import loads
-from agent.ship import PutLogsSink
-from agent.supervise import FailureWatch, spawn
+from agent.ops import metrics
+from agent.ops.supervise import FailureWatch, spawn
+from agent.output.ship import PutLogsSink
 from tests.agent_proc import AgentProcess, sls_section
 from tests.standin import PutLogsStandin
 

@@ -17,9 +17,9 @@ import hcl2
 import pytest
 from aliyun.log.proto import LogGroupRaw
 
-from agent.batch import Batch, Batcher, Destination, Ticket
 from agent.config import loads
-from agent.parse import (
+from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.parse import (
     BUILTIN_0_1_FIELDS,
     MAX_PAST_S,
     MSG_KEY,
@@ -27,7 +27,7 @@ from agent.parse import (
     PARSE_ERROR_KEY,
     build_format_table,
 )
-from agent.transform import LineTransformer, Router
+from agent.pipeline.transform import LineTransformer, Router
 from tests import shared_data
 
 TERRAFORM = Path(__file__).resolve().parent.parent / "packaging" / "terraform"

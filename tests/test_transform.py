@@ -14,9 +14,9 @@ from aliyun.log.proto import LogGroupRaw
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.batch import Batch, Batcher, Destination, Ticket
-from agent.parse import build_format_table, make_valid_utf8, peer_source
-from agent.transform import LineTransformer, Router
+from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.parse import build_format_table, make_valid_utf8, peer_source
+from agent.pipeline.transform import LineTransformer, Router
 from tests import shared_data
 
 SAMPLE = shared_data.read_bytes(shared_data.CAPTURED_SAMPLES)

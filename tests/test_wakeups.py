@@ -2,7 +2,7 @@
 
 import pytest
 
-from agent.wakeups import on_grid
+from agent.ops.wakeups import on_grid
 
 
 @pytest.mark.parametrize("now, delay, when", [

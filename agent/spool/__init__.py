@@ -1,6 +1,8 @@
 """The durable disk spool between receiving and shipping.
 
-It implements :class:`agent.queue.ChunkQueue`: the receiver appends chunks
+It implements :class:`agent.spool.queue.ChunkQueue` (which also has the
+in-memory implementation, :class:`~agent.spool.queue.MemoryQueue`, for
+``spool.type = "memory"``): the receiver appends chunks
 (the complete lines of one socket read, with receive time and peer), the
 shipping side takes them in order and acknowledges them once the service
 accepted every log in them. After a crash or restart, everything not
@@ -105,10 +107,13 @@ Invariants
   the chunk is kept in memory (at most one read per connection, since the
   sockets are paused), the partial record is truncated away, a metric is
   raised, it is logged once, and the write is retried every second.
+
+May import: :mod:`agent.ops`. Knows nothing of lines, logs or shipping: a
+chunk's payload is bytes to it.
 """
 
 from .disk import DiskSpool
-from .recovery import SpoolError
 from .health import verify
+from .recovery import SpoolError
 
 __all__ = ["DiskSpool", "SpoolError", "verify"]

@@ -16,14 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .. import metrics
-from ..queue import Chunk
-from ..selflog import RateLimitedLog
-from ..wakeups import on_grid
+from agent.ops import metrics
+from agent.ops.files import fsync_dir, write_all
+from agent.ops.selflog import RateLimitedLog
+from agent.ops.wakeups import on_grid
+
 from . import format as fmt
-from .files import fsync_dir, write_all
 from .ledger import Ledger
-from .recovery import KeptSegment, SpoolError, count_record_damage, load_ledger, recover_segments
+from .queue import Chunk
+from .recovery import (
+    KeptSegment,
+    SpoolError,
+    count_record_damage,
+    load_ledger,
+    recover_segments,
+)
 from .report import RecoveryReport
 from .scan import segment_name
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from agent.ops.files import write_atomically
+
 from . import format as fmt
-from .files import write_atomically
 
 
 def read_slots(path: Path) -> fmt.LedgerSlots | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .files import fsync_dir
+from agent.ops.files import fsync_dir
 
 QUARANTINE_DIR = "quarantine"
 

@@ -14,14 +14,26 @@ import os
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from .. import metrics
+from agent.ops import metrics
+
 from . import format as fmt
 from .ledger import Ledger
 from .quarantine import move_aside, quarantine_dir
 from .report import RecoveryReport
 from .scan import (
-    BAD_NAME, DELETE, NO_RECORDS, QUARANTINE, REFUSE, SEGMENT_SUFFIX, UNREADABLE,
-    Backlog, SegmentScan, fate, first_seq_of, scan_segment, unreadable_segment,
+    BAD_NAME,
+    DELETE,
+    NO_RECORDS,
+    QUARANTINE,
+    REFUSE,
+    SEGMENT_SUFFIX,
+    UNREADABLE,
+    Backlog,
+    SegmentScan,
+    fate,
+    first_seq_of,
+    scan_segment,
+    unreadable_segment,
 )
 
 log = logging.getLogger("slsfwd.spool")

@@ -23,7 +23,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Callable, Iterable, NamedTuple
 
-from ...parse import BUILTIN_0_1_FIELDS, MSG_KEY  # moves to agent.pipeline.parse
+from agent.pipeline.parse import BUILTIN_0_1_FIELDS, MSG_KEY
+
 from .fields import AddFields, Remove, Rename
 from .filters import Filter
 from .mask import Mask

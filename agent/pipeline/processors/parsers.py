@@ -11,6 +11,7 @@ Text that does not parse leaves the log unchanged and counts as ``unmatched``.
 from __future__ import annotations
 
 import json
+
 from .model import ERROR, PARSED, UNMATCHED, Log
 from .options import ParseJsonOptions, ParseKvOptions, ParseRegexOptions, key_problem
 from .patterns import compile_pattern

@@ -19,7 +19,7 @@ def _mark_and_raise() -> None:
 
 def _install(target: str) -> None:
     if target == "ship":
-        from agent.ship import PutLogsSink
+        from agent.output.ship import PutLogsSink
 
         async def put(self, *args, **kwargs) -> None:
             _mark_and_raise()

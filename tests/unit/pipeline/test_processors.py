@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from agent.pipeline.processors import DROPPED, ERROR, MASKED, PARSED, UNMATCHED, ProcessorConfig, build_chain_set
+from agent.pipeline.processors import (
+    DROPPED,
+    ERROR,
+    MASKED,
+    PARSED,
+    UNMATCHED,
+    ProcessorConfig,
+    build_chain_set,
+)
 from agent.pipeline.processors.options import (
     OPTIONS_BY_TYPE,
     AddFieldsOptions,

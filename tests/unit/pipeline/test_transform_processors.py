@@ -15,8 +15,8 @@ from collections import Counter
 import pytest
 from aliyun.log.proto import LogGroupRaw
 
-from agent.batch import Batch, Batcher, Destination, Ticket
-from agent.parse import build_format_table, make_valid_utf8, peer_source
+from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.parse import build_format_table, make_valid_utf8, peer_source
 from agent.pipeline.processors import DROPPED, ProcessorConfig, build_chain_set
 from agent.pipeline.processors.options import (
     AddFieldsOptions,
@@ -27,7 +27,7 @@ from agent.pipeline.processors.options import (
     RemoveOptions,
     RenameOptions,
 )
-from agent.transform import LineTransformer, Router
+from agent.pipeline.transform import LineTransformer, Router
 
 NOW = 1795591600
 HOST_IP = "10.0.0.1"

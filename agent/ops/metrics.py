@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from . import __version__
+from agent import __version__
 
 BUILD_INFO = Gauge("slsfwd_build_info", "Build information", ["version"])
 BUILD_INFO.labels(version=__version__).set(1)

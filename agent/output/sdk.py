@@ -49,7 +49,11 @@ if "aliyun.log" not in sys.modules:
     _bare_package()
 
 from aliyun.log.auth import AUTH_VERSION_4, AuthV1, AuthV4  # noqa: E402
-from aliyun.log.credentials import Credentials, CredentialsProvider, StaticCredentialsProvider  # noqa: E402
+from aliyun.log.credentials import (  # noqa: E402
+    Credentials,
+    CredentialsProvider,
+    StaticCredentialsProvider,
+)
 
 
 def log_group_raw_class() -> type:

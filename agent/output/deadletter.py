@@ -28,9 +28,10 @@ import os
 import time
 from pathlib import Path
 
-from .batch import Destination
-from .encode import decode_logs
-from .spool.files import fsync_dir, write_all
+from agent.ops.files import fsync_dir, write_all
+from agent.pipeline.batch import Destination
+
+from .decode import decode_logs
 
 log = logging.getLogger("slsfwd.deadletter")
 

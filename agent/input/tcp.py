@@ -18,12 +18,13 @@ import logging
 import time
 from typing import Callable
 
-from . import metrics
+from agent.ops import metrics
+from agent.ops.selflog import RateLimitedLog
+from agent.ops.wakeups import on_grid
+from agent.spool.queue import ChunkQueue
+
 from .framing import FramerStats, LineFramer
 from .listener import Listener
-from .queue import ChunkQueue
-from .selflog import RateLimitedLog
-from .wakeups import on_grid
 
 log = logging.getLogger("slsfwd.receive")
 

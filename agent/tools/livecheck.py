@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 
-from . import hostinfo
-from .batch import Destination
-from .config import Config
-from .credentials import CredentialsUnavailable
-from .encode import compress, encode_log, log_group
-from .errors import NETWORK_ERROR, ShipError
-from .putlogs import client_for
+from agent.config import Config
+from agent.ops import hostinfo
+from agent.output.credentials import CredentialsUnavailable
+from agent.output.errors import NETWORK_ERROR, ShipError
+from agent.output.putlogs import client_for
+from agent.pipeline.batch import Destination
+from agent.pipeline.encode import compress, encode_log, log_group
 
 _MEANING = {
     "SignatureNotMatch": "the AccessKey secret is wrong",

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import SlsConfig
-from .parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
+from agent.config import SlsConfig
+from agent.pipeline.parse import BUILTIN_VERSION_PREFIXES, is_builtin_version
 
 LOGTAIL_DEFAULT_PORT = 11111
 DEFAULT_ENDPOINT = SlsConfig.__dataclass_fields__["endpoint"].default

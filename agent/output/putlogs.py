@@ -15,15 +15,16 @@ import json
 import ssl
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import __version__
-from .batch import Destination
+from agent import __version__
+from agent.output.http.client import Http1Client, HttpError
+from agent.pipeline.batch import Destination
+
 from .errors import BAD_RESPONSE, NETWORK_ERROR, ShipError
-from .http1 import Http1Client, HttpError
 from .sdk import AUTH_VERSION_4, AuthV1, AuthV4, CredentialsProvider
 
 if TYPE_CHECKING:

@@ -11,8 +11,9 @@ import json
 import sys
 from typing import TextIO
 
-from .batch import Destination
-from .encode import decode_logs
+from agent.pipeline.batch import Destination
+
+from .decode import decode_logs
 
 
 class ConsoleSink:

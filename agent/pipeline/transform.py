@@ -41,7 +41,6 @@ from typing import Callable, Mapping
 
 from . import encode
 from .batch import Batcher, Destination, Ticket
-from .pipeline.processors import ChainSet
 from .parse import (
     BUILTIN_FORMATS,
     MSG_KEY,
@@ -55,6 +54,7 @@ from .parse import (
     peer_source,
     resolve_source,
 )
+from .processors import ChainSet
 
 _FAST = BUILTIN_FORMATS["0.1"]
 _FAST_VERSION = _FAST.version_bytes

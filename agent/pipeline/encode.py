@@ -121,22 +121,3 @@ def _str_with_length(text: str) -> bytes:
 def compress(raw: bytes) -> bytes:
     """LZ4 raw block without a size prefix: what ``x-log-compresstype: lz4`` means."""
     return lz4.block.compress(raw, store_size=False)
-
-
-def decode_logs(encoded_logs: list[bytes]) -> list[tuple[int, list[tuple[str, str]]]]:
-    """Encoded ``LogGroup.Logs`` entries -> (time, contents), read with the SDK's schema.
-
-    Invalid UTF-8 comes back escaped (``\\xNN``), so the text is always valid.
-    """
-    from .sdk import log_group_raw_class  # the SDK's schema: only the cold paths decode
-
-    group = log_group_raw_class()()
-    group.ParseFromString(b"".join(encoded_logs))
-    return [
-        (entry.Time, [(_text(c.Key), _text(c.Value)) for c in entry.Contents])
-        for entry in group.Logs
-    ]
-
-
-def _text(value: str | bytes) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value

@@ -14,13 +14,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hostinfo
-from .batch import Destination
-from .config import Config
-from .encode import compress, encode_log, log_group
-from .errors import ShipError
-from .parse import ORIGINAL_TIME_KEY, fix_time
-from .putlogs import PutLogsClient, client_for
+from agent.config import Config
+from agent.ops import hostinfo
+from agent.output.errors import ShipError
+from agent.output.putlogs import PutLogsClient, client_for
+from agent.pipeline.batch import Destination
+from agent.pipeline.encode import compress, encode_log, log_group
+from agent.pipeline.parse import ORIGINAL_TIME_KEY, fix_time
 
 MAX_BATCH_LOGS = 1024
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from .httpwire import HttpProtocolError, Response, ResponseParser, format_request
+from .wire import HttpProtocolError, Response, ResponseParser, format_request
 
 __all__ = ["Http1Client", "HttpError", "Response"]
 

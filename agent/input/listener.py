@@ -16,10 +16,11 @@ from typing import Callable, Protocol
 
 from prometheus_client import Gauge
 
-from . import metrics
-from .queue import ChunkQueue
-from .selflog import RateLimitedLog
-from .sockets import listen_backlog
+from agent.ops import metrics
+from agent.ops.selflog import RateLimitedLog
+from agent.spool.queue import ChunkQueue
+
+from .activation import listen_backlog
 
 # As systemd/slsfwd.socket's Backlog=: connections rsyslog opens while the agent is busy wait here.
 LISTEN_BACKLOG = 1024

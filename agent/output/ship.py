@@ -24,14 +24,17 @@ import logging
 import time
 from typing import Awaitable, Callable, Protocol
 
-from . import backoff, metrics
-from .batch import Batch, Destination
+from agent.ops import metrics
+from agent.ops.selflog import RateLimitedLog
+from agent.ops.supervise import spawn
+from agent.pipeline.batch import Batch, Destination
+from agent.pipeline.encode import compress, encode_log, log_group
+from agent.pipeline.parse import ORIGINAL_TIME_KEY, fix_time
+
+from . import backoff
 from .deadletter import DeadLetters
-from .encode import compress, decode_logs, encode_log, log_group
+from .decode import decode_logs
 from .errors import AUTH_CODES, Action, ShipError
-from .parse import ORIGINAL_TIME_KEY, fix_time
-from .selflog import RateLimitedLog
-from .supervise import spawn
 
 log = logging.getLogger("slsfwd.ship")
 

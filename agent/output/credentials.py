@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from . import metrics
+from agent.ops import metrics
+from agent.ops.selflog import RateLimitedLog
+from agent.ops.supervise import spawn
+
 from .sdk import Credentials, CredentialsProvider, StaticCredentialsProvider
-from .selflog import RateLimitedLog
-from .supervise import spawn
 
 log = logging.getLogger("slsfwd.credentials")
 
