@@ -46,15 +46,6 @@ def _check_keys(where: str, keys: tuple[str, ...] | list[str], problems: list[st
             problems.append(f"{where}[{i}]: {why}")
 
 
-def _check_parser(where: str, opts: ParseJsonOptions | ParseRegexOptions | ParseKvOptions, problems: list[str]) -> None:
-    if not opts.key:
-        problems.append(f"{where}key: must not be empty")
-    if opts.prefix and (why := key_problem(opts.prefix + "x")):
-        problems.append(f"{where}prefix: {why}")
-    if opts.on_conflict not in CONFLICT_POLICIES:
-        problems.append(f"{where}on_conflict: must be one of {', '.join(CONFLICT_POLICIES)}")
-
-
 @dataclass(frozen=True)
 class FilterOptions:
     """``drop`` / ``keep``: give exactly one of ``equals``, ``matches``, ``present``."""
@@ -132,13 +123,9 @@ class RemoveOptions:
         return [] if self.keys else [f"{where}keys: must name at least one key"]
 
 
-@dataclass(frozen=True)
-class ParseJsonOptions:
-    """``parse_json``: a JSON object's top-level members become keys.
-
-    Strings are taken as they are; numbers, true/false/null and nested objects
-    and arrays are kept as their compact JSON text.
-    """
+@dataclass(frozen=True, kw_only=True)
+class ParserOptions:
+    """What the three parsers share: where the text is, and how its pairs become keys."""
 
     key: str = "msg"
     prefix: str = ""  # put before every new key, e.g. "json."
@@ -147,29 +134,38 @@ class ParseJsonOptions:
 
     def problems(self, where: str) -> list[str]:
         problems: list[str] = []
-        _check_parser(where, self, problems)
+        if not self.key:
+            problems.append(f"{where}key: must not be empty")
+        if self.prefix and (why := key_problem(self.prefix + "x")):
+            problems.append(f"{where}prefix: {why}")
+        if self.on_conflict not in CONFLICT_POLICIES:
+            problems.append(f"{where}on_conflict: must be one of {', '.join(CONFLICT_POLICIES)}")
         return problems
 
 
-@dataclass(frozen=True)
-class ParseRegexOptions:
+@dataclass(frozen=True, kw_only=True)
+class ParseJsonOptions(ParserOptions):
+    """``parse_json``: a JSON object's top-level members become keys.
+
+    Strings are taken as they are; numbers, true/false/null and nested objects
+    and arrays are kept as their compact JSON text.
+    """
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParseRegexOptions(ParserOptions):
     """``parse_regex``: the named groups of an RE2 pattern become keys."""
 
     pattern: str
-    key: str = "msg"
-    prefix: str = ""
-    keep_original: bool = True
-    on_conflict: str = "skip"
 
     def problems(self, where: str) -> list[str]:
-        problems: list[str] = []
-        _check_parser(where, self, problems)
+        problems = super().problems(where)
         _check_pattern(f"{where}pattern", self.pattern, problems, named_groups=True)
         return problems
 
 
-@dataclass(frozen=True)
-class ParseKvOptions:
+@dataclass(frozen=True, kw_only=True)
+class ParseKvOptions(ParserOptions):
     """``parse_kv``: ``k=v`` pairs become keys.
 
     Pairs are separated by ``pair_separator`` (runs of it count as one); a
@@ -178,17 +174,12 @@ class ParseKvOptions:
     ``kv_separator`` are skipped.
     """
 
-    key: str = "msg"
     pair_separator: str = " "
     kv_separator: str = "="
     quote: str = '"'
-    prefix: str = ""
-    keep_original: bool = True
-    on_conflict: str = "skip"
 
     def problems(self, where: str) -> list[str]:
-        problems: list[str] = []
-        _check_parser(where, self, problems)
+        problems = super().problems(where)
         for name in ("pair_separator", "kv_separator", "quote"):
             if len(getattr(self, name)) != 1:
                 problems.append(f"{where}{name}: must be one character")

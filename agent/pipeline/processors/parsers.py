@@ -13,14 +13,20 @@ from __future__ import annotations
 import json
 
 from .model import ERROR, PARSED, UNMATCHED, Log
-from .options import ParseJsonOptions, ParseKvOptions, ParseRegexOptions, key_problem
+from .options import (
+    ParseJsonOptions,
+    ParseKvOptions,
+    ParseRegexOptions,
+    ParserOptions,
+    key_problem,
+)
 from .patterns import compile_pattern
 
 
 class _Parser:
     writes = None  # the keys come from the data
 
-    def __init__(self, name: str, options: ParseJsonOptions | ParseRegexOptions | ParseKvOptions) -> None:
+    def __init__(self, name: str, options: ParserOptions) -> None:
         self.name = name
         self.key = options.key
         self.reads = frozenset((options.key,))
