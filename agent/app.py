@@ -39,6 +39,7 @@ from agent.pipeline.batch import Batch, Batcher, Ticket
 from agent.pipeline.transform import LineTransformer
 from agent.spool.queue import ChunkQueue, MemoryQueue
 
+from . import exits
 from .config import Config, ConfigError, load, split_host_port
 from .ops import hostinfo, metrics
 from .reconfigure import apply_config
@@ -55,7 +56,6 @@ from .wiring import (
 
 log = logging.getLogger("slsfwd")
 
-FORCED_EXIT_CODE = 130
 FAILURE_SHUTDOWN_S = 0.5  # after a background failure: exit well within a second, leave the rest to the spool
 # Encoded logs held in memory (open batches and batches being shipped). Past this the
 # consumer stops taking chunks, so that an outage leaves the backlog in the queue (on
@@ -337,7 +337,7 @@ class Agent:
                 self.queue.unacked_lines(), report.unshipped_bytes,
             )
         elif report.unshipped_bytes:
-            lost_lines = self._count_unshipped_lines()
+            lost_lines = self.queue.unacked_lines()
             metrics.LOST_LINES.labels(reason="shutdown_deadline").inc(lost_lines)
             log.error(
                 "shutdown deadline reached: %d lines (%d bytes) were not shipped and are lost "
@@ -373,9 +373,6 @@ class Agent:
             return False
         return self.queue.backlog_chunks == 0
 
-    def _count_unshipped_lines(self) -> int:
-        return self.queue.unacked_lines()
-
 
 def _format_sockname(name) -> str:
     if isinstance(name, tuple):
@@ -396,7 +393,7 @@ async def run(config: Config, config_path: Path | None = None) -> int:
         if signals_seen > 1:
             log.warning("second %s: exiting at once", signal.Signals(signum).name)
             logging.shutdown()
-            os._exit(FORCED_EXIT_CODE)
+            os._exit(exits.FORCED)
         log.info("%s received", signal.Signals(signum).name)
         agent.request_stop()
 
@@ -410,15 +407,15 @@ async def run(config: Config, config_path: Path | None = None) -> int:
         await agent.start()
     except SpoolError as exc:
         log.critical("cannot open the spool: %s", exc)
-        return 1
+        return exits.FAILURE
     except OSError as exc:
         log.critical("cannot start: %s: %s", exc.filename or config.input.listen, exc.strerror or exc)
         await agent.queue.close()
-        return 1
+        return exits.FAILURE
     await agent.wait_stopped()
     report = await agent.shutdown()
     if agent.failed:
-        return 1
+        return exits.FAILURE
     if report.clean:
         log.info("stopped cleanly")
-    return 0
+    return exits.OK

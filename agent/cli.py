@@ -15,12 +15,10 @@ import logging
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, exits
 from .config import DEFAULT_CONFIG_PATH, Config, ConfigError, load
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = exits.OK, exits.FAILURE, exits.CONFIG
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import os
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,7 +206,7 @@ class _ProcessorHead:
 def _convert(hint: Any, value: Any, key: str, problems: list[str]) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], value, key, problems)
     if dataclasses.is_dataclass(hint):

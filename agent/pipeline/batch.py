@@ -153,10 +153,6 @@ class Batcher:
     def open_bytes(self) -> int:
         return sum(b.raw_bytes for b in self._open.values())
 
-    @property
-    def open_logs(self) -> int:
-        return sum(len(b.logs) for b in self._open.values())
-
     def _open_batch(self, dest: Destination, source: str) -> Batch:
         batch = Batch(dest, source, self._clock())
         self._open[(dest, source)] = batch

@@ -1,7 +1,7 @@
 """Queue chunks -> encoded logs in their batches: the parse+encode hot path.
 
-This is where per-line cost matters (issue 6 budgets about 1.4 us a line
-for frame+parse+encode+compress in CPython), so it works on whole chunks:
+This is where per-line cost matters (about 1 us a line for frame, parse,
+encode and compress in CPython; bench/README.md), so it works on whole chunks:
 
 * UTF-8: a chunk that is all ASCII (``isascii``, word-at-a-time in C) needs
   no check. Otherwise only non-ASCII messages are decoded, and the fields of

@@ -265,7 +265,7 @@ class DiskSpool:
         active = self._active
         if active is None or (active.size >= self.segment_bytes and active.last_seq >= 0):
             try:
-                self._rotate(item.seq)
+                self._open_new_segment(item.seq)
             except OSError as exc:
                 self._note_write_error(exc)
                 return False
@@ -310,9 +310,6 @@ class DiskSpool:
         # Wake the reader after arming the sync, so that a sync handed to the thread starts
         # before the reader's turn: it then ends while the loop is busy, not after it slept.
         self._has_data.set()
-
-    def _rotate(self, first_seq: int) -> None:
-        self._open_new_segment(first_seq)
 
     def _truncate_back(self, size: int) -> None:
         try:
@@ -644,7 +641,7 @@ class DiskSpool:
                 return  # nothing left on disk to drop; the rest waits in memory
             if oldest is self._active:
                 try:
-                    self._rotate(self._next_seq)
+                    self._open_new_segment(self._next_seq)
                 except OSError as exc:
                     self._note_write_error(exc)
                     return

@@ -144,10 +144,6 @@ class RelpSession:
         return b"".join(out)
 
     @property
-    def has_unanswered(self) -> bool:
-        return bool(self._answers)
-
-    @property
     def oldest_unacked_since(self) -> float | None:
         for item in self._answers:
             if not item.ready:
