@@ -102,8 +102,12 @@ class Listener:
 
     # -- connection bookkeeping ------------------------------------------
 
-    def _opened(self, conn: Connection) -> bool:
+    def admit(self, conn: Connection, transport: asyncio.BaseTransport) -> bool:
+        """A new connection: note its peer, and let it in unless the limit is reached (then it is aborted)."""
+        peername = transport.get_extra_info("peername")
+        conn.peer = peername[0] if isinstance(peername, tuple) and peername else ""
         if len(self._connections) >= self.max_connections:
+            transport.abort()
             self._limit_log.warning(
                 "refusing a %s from %s: input.max_connections (%d) reached", self._what, conn.peer, self.max_connections
             )
@@ -112,15 +116,15 @@ class Listener:
         self._gauge.set(len(self._connections))
         return True
 
-    def _closed(self, conn: Connection) -> None:
+    def forget(self, conn: Connection) -> None:
         self._connections.discard(conn)
         self._gauge.set(len(self._connections))
 
-    def _count_bytes(self, nbytes: int) -> None:
+    def count_bytes(self, nbytes: int) -> None:
         self.bytes += nbytes
         metrics.INPUT_BYTES.inc(nbytes)
 
-    def _append(self, peer: str, payload: bytes) -> int:
+    def append(self, peer: str, payload: bytes) -> int:
         """Append complete lines as one chunk; pause every connection if the queue filled."""
         lines = payload.count(b"\n")
         self.lines += lines

@@ -65,10 +65,10 @@ class LineReceiver(Listener):
     def _make_protocol(self) -> "_Connection":
         return _Connection(self)
 
-    def _deliver(self, peer: str, lines: bytes, stats: FramerStats) -> None:
-        self._append(peer, lines)
+    def deliver(self, peer: str, lines: bytes, stats: FramerStats) -> None:
+        self.append(peer, lines)
 
-    def _report_framer(self, peer: str, stats: FramerStats, before: tuple[int, int, int]) -> None:
+    def report_framer(self, peer: str, stats: FramerStats, before: tuple[int, int, int]) -> None:
         truncated, discarded, framing = before
         if stats.truncated_lines > truncated:
             metrics.INPUT_TRUNCATED.inc(stats.truncated_lines - truncated)
@@ -99,10 +99,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        peername = transport.get_extra_info("peername")
-        self.peer = peername[0] if isinstance(peername, tuple) and peername else ""
-        if not self.receiver._opened(self):
-            transport.abort()
+        if not self.receiver.admit(self, transport):
             return
         self._open = True
         if self.receiver.backpressured:
@@ -135,12 +132,12 @@ class _Connection(asyncio.Protocol):
     def _receive(self, data: bytes) -> None:
         stats = self.framer.stats
         before = (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors)
-        self.receiver._count_bytes(len(data))
+        self.receiver.count_bytes(len(data))
         lines = self.framer.feed(data)
         if lines:
-            self.receiver._deliver(self.peer, lines, stats)
+            self.receiver.deliver(self.peer, lines, stats)
         if (stats.truncated_lines, stats.discarded_bytes, stats.framing_errors) != before:
-            self.receiver._report_framer(self.peer, stats, before)
+            self.receiver.report_framer(self.peer, stats, before)
 
     def eof_received(self) -> bool:
         self._flush_partial()
@@ -153,7 +150,7 @@ class _Connection(asyncio.Protocol):
         if self._open:
             self._flush_partial()  # a reset still ends the last line
             self._open = False
-            self.receiver._closed(self)
+            self.receiver.forget(self)
 
     def _take_held(self) -> list[bytes] | tuple[()]:
         if not self._held:
@@ -173,7 +170,7 @@ class _Connection(asyncio.Protocol):
         self._release_held()
         tail = self.framer.finish()
         if tail:
-            self.receiver._deliver(self.peer, tail, self.framer.stats)
+            self.receiver.deliver(self.peer, tail, self.framer.stats)
 
     def backpressure_changed(self) -> None:
         """Paused while the queue is full; afterwards reading resumes unless a coalescing pause still runs."""

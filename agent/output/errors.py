@@ -45,7 +45,9 @@ ERROR_CODES: dict[str, Action] = {
     "InvalidEncoding": Action.REPAIR,
 }
 
-# Codes that mean the credentials themselves are bad or stale: refresh them first.
+# Codes that keep the data and retry slowly: the credentials or the configuration are wrong.
+HOLD_CODES = tuple(code for code, action in ERROR_CODES.items() if action is Action.HOLD)
+# Of those, the ones that mean the credentials themselves are bad or stale: refresh them first.
 AUTH_CODES = frozenset(
     {"Unauthorized", "SignatureNotMatch", "InvalidAccessKeyId", "SecurityTokenExpired", "SecurityToken.Expired"}
 )

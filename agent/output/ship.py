@@ -29,12 +29,12 @@ from agent.ops.selflog import RateLimitedLog
 from agent.ops.supervise import spawn
 from agent.pipeline.batch import Batch, Destination
 from agent.pipeline.encode import compress, encode_log, log_group
-from agent.pipeline.parse import ORIGINAL_TIME_KEY, fix_time
+from agent.pipeline.parse import contents_in_window
 
 from . import backoff
 from .deadletter import DeadLetters
 from .decode import decode_logs
-from .errors import AUTH_CODES, Action, ShipError
+from .errors import AUTH_CODES, HOLD_CODES, Action, ShipError
 
 log = logging.getLogger("slsfwd.ship")
 
@@ -249,7 +249,7 @@ class Shipper:
         key = f"{dest.project}/{dest.logstore}"
         if key not in self._holding:
             self._holding[key] = RateLimitedLog(log, interval_s=60.0)
-            metrics.SHIP_BLOCKED.labels(reason=error.code if error.code in _HOLD_LABELS else "other").set(1)
+            metrics.SHIP_BLOCKED.labels(reason=error.code if error.code in HOLD_CODES else "other").set(1)
         self._hold_codes[key] = error.code
         self._holding[key].error(
             "PutLogs to %s is refused (%s); keeping the data and retrying every %.0f s. "
@@ -263,7 +263,7 @@ class Shipper:
         if self._holding.pop(key, None) is not None:
             log.info("PutLogs to %s works again", key)
             if not self._holding:
-                for label in _HOLD_LABELS + ("other",):
+                for label in HOLD_CODES + ("other",):
                     metrics.SHIP_BLOCKED.labels(reason=label).set(0)
 
     async def _isolate(self, dest: Destination, source: str, logs: list[bytes], error: ShipError) -> None:
@@ -308,16 +308,9 @@ class _GiveUp(Exception):
     """Raised inside a delivery when shutdown asked not to retry any more."""
 
 
-_HOLD_LABELS = ("Unauthorized", "SignatureNotMatch", "InvalidAccessKeyId", "ProjectNotExist", "LogStoreNotExist")
 
 
 def repair_log(encoded: bytes) -> bytes:
-    """Re-encode one log with a time and encoding SLS accepts."""
+    """Re-encode one log with a time and encoding SLS accepts (decoding escapes bad UTF-8)."""
     [(unix_time, contents)] = decode_logs([encoded])
-    now = int(time.time())
-    fixed_time, replaced = fix_time(unix_time, now, now)
-    # decode_logs already escaped any invalid UTF-8, so encoding again makes it valid.
-    pairs = [(k, v.encode("utf-8")) for k, v in contents]
-    if replaced:
-        pairs.append((ORIGINAL_TIME_KEY, str(unix_time).encode()))
-    return encode_log(fixed_time, pairs)
+    return encode_log(*contents_in_window(unix_time, contents, int(time.time())))

@@ -161,3 +161,15 @@ def make_valid_utf8(data: bytes) -> tuple[bytes, bool]:
         return data, False
     except UnicodeDecodeError:
         return data.decode("utf-8", "backslashreplace").encode("utf-8"), True
+
+
+def contents_in_window(
+    unix_time: int, contents: list[tuple[str, str]], now: int
+) -> tuple[int, list[tuple[str, bytes]]]:
+    """A stored log made fit to send again: a time SLS accepts (the original kept under
+    ``orig-time`` when it had to be replaced, unless it already is) and UTF-8 values."""
+    fixed, replaced = fix_time(unix_time, now, now)
+    pairs = [(key, value.encode("utf-8", "backslashreplace")) for key, value in contents]
+    if replaced and not any(key == ORIGINAL_TIME_KEY for key, _ in pairs):
+        pairs.append((ORIGINAL_TIME_KEY, str(unix_time).encode()))
+    return fixed, pairs

@@ -15,8 +15,9 @@ from agent.ops import hostinfo
 from agent.output.credentials import CredentialsUnavailable
 from agent.output.errors import NETWORK_ERROR, ShipError
 from agent.output.putlogs import client_for
+from agent.output.ship import PutLogsSink
 from agent.pipeline.batch import Destination
-from agent.pipeline.encode import compress, encode_log, log_group
+from agent.pipeline.encode import encode_log
 
 _MEANING = {
     "SignatureNotMatch": "the AccessKey secret is wrong",
@@ -43,10 +44,10 @@ async def live_check(config: Config) -> tuple[bool, str]:
     dest = Destination(sls.project, sls.logstore, sls.topic)
     host = hostinfo.hostname()
     log = encode_log(int(time.time()), [("app-name", b"slsfwd"), ("msg", f"slsfwd check --live from {host}".encode())])
-    raw = log_group([log], sls.topic, sls.source_ip or hostinfo.primary_ipv4(), [("__hostname__", host)])
+    source, tags = sls.source_ip or hostinfo.primary_ipv4(), [("__hostname__", host)]
     started = time.monotonic()
     try:
-        await client.put(dest, compress(raw), len(raw))
+        await PutLogsSink(client).put(dest, source, tags, [log])
     except ShipError as error:
         return False, _describe(error, sls.endpoint, dest)
     finally:

@@ -16,11 +16,13 @@ from pathlib import Path
 
 from agent.config import Config
 from agent.ops import hostinfo
+from agent.ops.files import write_atomically
 from agent.output.errors import ShipError
 from agent.output.putlogs import PutLogsClient, client_for
+from agent.output.ship import PutLogsSink
 from agent.pipeline.batch import Destination
-from agent.pipeline.encode import compress, encode_log, log_group
-from agent.pipeline.parse import ORIGINAL_TIME_KEY, fix_time
+from agent.pipeline.encode import encode_log
+from agent.pipeline.parse import contents_in_window
 
 MAX_BATCH_LOGS = 1024
 
@@ -91,15 +93,13 @@ async def _replay_file(client: PutLogsClient, path: Path, tags, report: ReplayRe
 
 async def _send(client: PutLogsClient, dest: Destination, source: str, tags, batch: list[dict]) -> None:
     now = int(time.time())
-    logs = []
-    for record in batch:
-        unix_time, replaced = fix_time(int(record.get("time", now)), now, now)
-        contents = [(str(k), str(v).encode("utf-8")) for k, v in record.get("contents", [])]
-        if replaced and not any(k == ORIGINAL_TIME_KEY for k, _ in contents):
-            contents.append((ORIGINAL_TIME_KEY, str(record.get("time")).encode()))
-        logs.append(encode_log(unix_time, contents))
-    raw = log_group(logs, dest.topic, source, tags)
-    await client.put(dest, compress(raw), len(raw))
+    logs = [
+        encode_log(*contents_in_window(
+            int(record.get("time", now)), [(str(k), str(v)) for k, v in record.get("contents", [])], now
+        ))
+        for record in batch
+    ]
+    await PutLogsSink(client).put(dest, source, tags, logs)
 
 
 def _written_by_a_running_agent(path: Path) -> bool:
@@ -116,8 +116,4 @@ def _rewrite(path: Path, kept: list[str]) -> None:
     if not kept:
         path.unlink()
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, ("\n".join(kept) + "\n").encode("utf-8"))

@@ -92,17 +92,17 @@ class RelpReceiver(Listener):
     def _make_protocol(self) -> "_RelpConnection":
         return _RelpConnection(self)
 
-    def _session_closed(self, conn: "_RelpConnection", unacked_hashes: list[int]) -> None:
-        self._closed(conn)
+    def session_closed(self, conn: "_RelpConnection", unacked_hashes: list[int]) -> None:
+        self.forget(conn)
         self.duplicates.remember(conn.peer, unacked_hashes, time.monotonic())
 
-    def _received(self, conn: "_RelpConnection", nbytes: int, counts: dict[str, int]) -> None:
-        self._count_bytes(nbytes)
+    def received(self, conn: "_RelpConnection", nbytes: int, counts: dict[str, int]) -> None:
+        self.count_bytes(nbytes)
         for command, count in counts.items():
             if command in CLIENT_COMMANDS:
                 RELP_FRAMES.labels(command=command).inc(count)
 
-    def _deliver(self, conn: "_RelpConnection", received: Received) -> int:
+    def deliver(self, conn: "_RelpConnection", received: Received) -> int:
         """Append one read's syslog lines as one chunk; returns its seq."""
         group = received.group
         assert group is not None
@@ -114,14 +114,14 @@ class RelpReceiver(Listener):
                 "%d frames from %s resent after an earlier session broke: shipped again (at-least-once)",
                 duplicates, conn.peer,
             )
-        return self._append(conn.peer, received.payload)
+        return self.append(conn.peer, received.payload)
 
-    def _framing_error(self, conn: "_RelpConnection", reason: str) -> None:
+    def framing_error(self, conn: "_RelpConnection", reason: str) -> None:
         self.framing_errors += 1
         RELP_FRAMING_ERRORS.inc()
         self._error_log.warning("RELP session from %s aborted: %s", conn.peer, reason)
 
-    def _ack_timeout(self, conn: "_RelpConnection", frames: int) -> None:
+    def ack_timeout(self, conn: "_RelpConnection", frames: int) -> None:
         self.ack_timeouts += 1
         RELP_ACK_TIMEOUTS.inc()
         self._timeout_log.warning(
@@ -149,10 +149,7 @@ class _RelpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self._loop = asyncio.get_running_loop()
-        peername = transport.get_extra_info("peername")
-        self.peer = peername[0] if isinstance(peername, tuple) and peername else ""
-        if not self.receiver._opened(self):
-            transport.abort()
+        if not self.receiver.admit(self, transport):
             return
         self._state = _READING
         self.update_reading()
@@ -162,13 +159,13 @@ class _RelpConnection(asyncio.Protocol):
             return
         receiver = self.receiver
         received = self.session.feed(data, self._loop.time())
-        receiver._received(self, len(data), received.counts)
+        receiver.received(self, len(data), received.counts)
         if received.error is not None:
-            receiver._framing_error(self, received.error)
+            receiver.framing_error(self, received.error)
             self.abort()
             return
         if received.group is not None:
-            seq = receiver._deliver(self, received)
+            seq = receiver.deliver(self, received)
             receiver.queue.when_durable(seq, functools.partial(self._durable, received.group))
             # Group commit per read: the acks wait for this fsync, not for the next timer tick.
             receiver.queue.request_sync()
@@ -189,7 +186,7 @@ class _RelpConnection(asyncio.Protocol):
                 timer.cancel()
         self._timer = self._abort_timer = None
         if was_open:
-            self.receiver._session_closed(self, self.session.unacked_hashes())
+            self.receiver.session_closed(self, self.session.unacked_hashes())
 
     def pause_writing(self) -> None:
         self._write_paused = True  # the client does not read our answers: stop reading its frames
@@ -268,7 +265,7 @@ class _RelpConnection(asyncio.Protocol):
         if since is None:
             return
         if self._loop.time() - since >= self.receiver.ack_timeout_s - 0.001:
-            self.receiver._ack_timeout(self, self.session.unacked_frames)
+            self.receiver.ack_timeout(self, self.session.unacked_frames)
             self.server_close()
         else:
             self._arm_timer()
