@@ -57,12 +57,6 @@ from .wiring import (
 log = logging.getLogger("slsfwd")
 
 FAILURE_SHUTDOWN_S = 0.5  # after a background failure: exit well within a second, leave the rest to the spool
-# Encoded logs held in memory (open batches and batches being shipped). Past this the
-# consumer stops taking chunks, so that an outage leaves the backlog in the queue (on
-# disk, with the spool). It bounds memory, not unacknowledged input: a chunk stays
-# unacknowledged until its rarest route's batch lingers out, and counting that would
-# stall a busy consumer behind a nearly empty batch.
-BATCH_WINDOW_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -126,7 +120,10 @@ class Agent:
     def _make_relp(self, config: Config) -> RelpReceiver | None:
         if not config.input.relp_listen:
             return None
-        return RelpReceiver(self.queue, max_connections=config.input.max_connections)
+        return RelpReceiver(
+            self.queue, max_connections=config.input.max_connections,
+            max_unacked_frames=config.input.relp_max_unacked_frames, max_unacked_bytes=config.input.relp_max_unacked_bytes,
+        )
 
     # -- running ----------------------------------------------------------
 
@@ -256,7 +253,7 @@ class Agent:
         queue = self.queue
         transformer = self.transformer
         while True:
-            while self._batched_bytes() >= BATCH_WINDOW_BYTES:
+            while self._batched_bytes() >= self.config.batch.window_bytes:
                 self._window_open.clear()
                 await self._window_open.wait()
             chunk = queue.get_nowait()
@@ -280,7 +277,7 @@ class Agent:
         self.queue.ack(seq)
 
     def _on_batch_done(self) -> None:
-        if self._batched_bytes() < BATCH_WINDOW_BYTES:
+        if self._batched_bytes() < self.config.batch.window_bytes:
             self._window_open.set()
 
     def _on_batch_closed(self, batch: Batch) -> None:

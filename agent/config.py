@@ -41,6 +41,8 @@ class InputConfig:
     max_line_bytes: int = 1048576  # longer lines are cut here (counted)
     max_connections: int = 1024  # further connections are accepted and closed at once (counted)
     read_coalesce_ms: int = 500  # after a small read, wait this long so the next read takes many lines; 0 = off
+    relp_max_unacked_frames: int = 1024  # per RELP session, reading pauses while this many frames wait for their ack
+    relp_max_unacked_bytes: int = 8388608  # ... or this much DATA
     formats: tuple[LineFormatConfig, ...] = ()  # user formats, as Logtail's streamlog_formats
 
 
@@ -82,6 +84,7 @@ class BatchConfig:
     max_logs: int = 4096
     max_bytes: int = 524288  # raw protobuf bytes per LogGroup
     linger_ms: int = 2000
+    window_bytes: int = 16777216  # encoded logs held in memory (open and shipping batches); past it, chunks wait in the spool
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class SpoolConfig:
     fsync_ms: int = 200  # group-commit window: a read line is on stable storage within this; 0 = every write
     full_policy: str = "backpressure"  # or "drop_oldest": delete the oldest segment, count its lines
     dead_letter_max_bytes: int = 104857600  # cap of spool.dir/dead-letter/
+    segment_bytes: int = 8388608  # a segment file is closed and a new one begun past this size
+    read_ahead_bytes: int = 8388608  # chunks the reader keeps in memory before it reads back from the files
 
 
 @dataclass(frozen=True)
@@ -268,6 +273,13 @@ def validate(config: Config, *, sls_table_present: bool = False) -> list[str]:
     _check_listen("metrics.listen", config.metrics.listen, problems)
     _positive("input.max_line_bytes", config.input.max_line_bytes, problems)
     _positive("input.max_connections", config.input.max_connections, problems)
+    _positive("input.relp_max_unacked_frames", config.input.relp_max_unacked_frames, problems)
+    _positive("input.relp_max_unacked_bytes", config.input.relp_max_unacked_bytes, problems)
+    if config.batch.window_bytes < config.batch.max_bytes:
+        problems.append("batch.window_bytes: must be at least batch.max_bytes (one LogGroup)")
+    if config.spool.segment_bytes < 65536:
+        problems.append("spool.segment_bytes: must be at least 65536")
+    _positive("spool.read_ahead_bytes", config.spool.read_ahead_bytes, problems)
     if not 0 <= config.input.read_coalesce_ms <= 1000:
         problems.append("input.read_coalesce_ms: must be between 0 and 1000")
     seen_versions: set[str] = set()

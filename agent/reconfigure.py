@@ -63,6 +63,8 @@ def _apply_input(agent, new: Config) -> None:
     agent.receiver.set_max_line_bytes(new.input.max_line_bytes)
     if agent.relp is not None:
         agent.relp.max_connections = new.input.max_connections
+        agent.relp.max_unacked_frames = new.input.relp_max_unacked_frames
+        agent.relp.max_unacked_bytes = new.input.relp_max_unacked_bytes
 
 
 def _apply_pipeline(agent, new: Config) -> None:

@@ -43,7 +43,10 @@ async def close_output(output: Output) -> None:
 def make_queue(spool: SpoolConfig) -> ChunkQueue:
     if spool.type == "memory":
         return MemoryQueue(spool.max_bytes)
-    return DiskSpool(Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy)
+    return DiskSpool(
+        Path(spool.dir), max_bytes=spool.max_bytes, fsync_ms=spool.fsync_ms, full_policy=spool.full_policy,
+        segment_bytes=spool.segment_bytes, read_ahead_bytes=spool.read_ahead_bytes,
+    )
 
 
 def make_router(config: Config) -> Router:

@@ -33,7 +33,6 @@ from .sdk import Credentials, CredentialsProvider, StaticCredentialsProvider
 
 log = logging.getLogger("slsfwd.credentials")
 
-DEFAULT_METADATA_URL = "http://100.100.100.200"
 ROLE_PATH = "/latest/meta-data/ram/security-credentials/"
 TOKEN_PATH = "/latest/api/token"
 TOKEN_TTL_S = 21600
@@ -49,7 +48,7 @@ class CredentialsUnavailable(Exception):
 @dataclass(frozen=True)
 class RamRoleSettings:
     role: str
-    metadata_url: str = DEFAULT_METADATA_URL
+    metadata_url: str  # sls.ecs_metadata_url
     imdsv1_disabled: bool = False  # hardened mode: a metadata token is required
     timeout_s: float = 3.0
 

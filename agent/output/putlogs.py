@@ -113,8 +113,8 @@ class ClockOffsetSigner:
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect_s: float = 5.0
-    request_s: float = 30.0
+    connect_s: float  # sls.connect_timeout_s
+    request_s: float  # sls.request_timeout_s
 
 
 class PutLogsClient:
@@ -123,10 +123,10 @@ class PutLogsClient:
         endpoint: Endpoint,
         signer: ClockOffsetSigner,
         *,
-        timeouts: Timeouts = Timeouts(),
-        max_connections: int = 8,
-        verify_tls: bool = True,
-        ca_file: str | None = None,
+        timeouts: Timeouts,
+        max_connections: int,
+        verify_tls: bool,
+        ca_file: str | None,
     ) -> None:
         self.endpoint = endpoint
         self.signer = signer

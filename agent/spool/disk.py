@@ -107,12 +107,14 @@ class DiskSpool:
         fsync_ms: int = 200,
         full_policy: str = "backpressure",
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        read_ahead_bytes: int | None = None,  # None: READ_AHEAD_BYTES
     ) -> None:
         self.directory = Path(directory) / QUEUE_DIR
         self.max_bytes = max_bytes
         self.fsync_ms = fsync_ms
         self.full_policy = full_policy
         self.segment_bytes = segment_bytes
+        self.read_ahead_bytes = READ_AHEAD_BYTES if read_ahead_bytes is None else read_ahead_bytes
         self.recovery = RecoveryReport()
         self._segments: list[_Segment] = []
         self._active: _Segment | None = None  # None only while a write error keeps us from creating it
@@ -286,7 +288,7 @@ class DiskSpool:
         self._dirty = True
         self._unsynced_bytes += len(head) + len(payload)
         chunk = Chunk(item.seq, item.received_at, item.peer, item.payload, item.lines, time.monotonic())
-        if self._mem_mode and self._mem_bytes < READ_AHEAD_BYTES:
+        if self._mem_mode and self._mem_bytes < self.read_ahead_bytes:
             self._mem.append(chunk)
             self._mem_bytes += len(item.payload)
             self._read_index = len(self._segments) - 1  # the active segment is always the last
