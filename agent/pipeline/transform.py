@@ -37,7 +37,7 @@ encode and compress in CPython; bench/README.md), so it works on whole chunks:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Mapping
 
 from . import encode
 from .batch import Batcher, Destination, Ticket
@@ -85,13 +85,12 @@ _SLOW = _Slow()
 Route = tuple[Destination, str]  # a LogGroup's destination and Source; one object per route (compared by identity)
 
 
-class Head(NamedTuple):
-    """What a cached line prefix gives every line that has it."""
-
-    encoded: bytes  # the log's Time and the contents before msg, encoded
-    route: Route
-    length: int  # len(encoded), kept so a log's length is one addition
-    stage: MsgStage | None  # processors to run on each line's msg (counting, masks, drops), or None
+# What a cached line prefix gives every line that has it: the log's Time and the contents
+# before msg, encoded; its route; the encoded length (so a log's length is one addition); and
+# the processors to run on each line's msg (counting, masks, drops), or None. A plain tuple,
+# not a NamedTuple: the per-line unpacking has a fast path for exact tuples only (a NamedTuple
+# cost the hot path about 9 % in a paired run).
+Head = tuple[bytes, Route, int, "MsgStage | None"]
 
 
 @dataclass(slots=True)
@@ -304,7 +303,7 @@ class LineTransformer:
             if encoded is None:
                 return _SLOW
         head = time_bytes + encoded
-        return Head(head, route, len(head), stage), strip_space
+        return (head, route, len(head), stage), strip_space
 
     def _plan(self, tag: bytes, fields: tuple[bytes, ...], encoded: bytes) -> tuple[bytes | None, MsgStage | None]:
         """The encoded fields and the per-line stage of this prefix under the tag's processors;
