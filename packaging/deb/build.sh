@@ -7,8 +7,9 @@
 #
 # Environment: DEB_PYTHON (default /usr/bin/python3: the interpreter the target runs; never a
 # pyenv or other private Python), DEBFULLNAME/DEBEMAIL (Maintainer), KEEP_STAGING=1 (keep the
-# staging tree for inspection), SOURCE_DATE_EPOCH (clamps file times in the .deb), and pip's own
-# variables (PIP_CONSTRAINT=file pins the dependencies' versions).
+# staging tree for inspection), SOURCE_DATE_EPOCH (clamps file times in the .deb), DEB_OUT_DIR
+# (default dist/: where the .deb goes), and pip's own variables (PIP_CONSTRAINT=file pins the
+# dependencies' versions).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,7 +41,8 @@ VERSION=$(sed -n 's/^__version__ = "\([^"]*\)"$/\1/p' "$ROOT/agent/__init__.py")
 ARCH=$(dpkg --print-architecture)
 PYVER=$("$PY" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 PYNEXT=$("$PY" -I -c 'import sys; print("%d.%d" % (sys.version_info[0], sys.version_info[1] + 1))')
-OUT="$ROOT/dist/slsfwd_${VERSION}_${ARCH}.deb"
+OUT_DIR=${DEB_OUT_DIR:-$ROOT/dist}
+OUT="$OUT_DIR/slsfwd_${VERSION}_${ARCH}.deb"
 
 umask 022
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/slsfwd-deb.XXXXXXXX")
@@ -151,7 +153,7 @@ while read -r conffile; do
 done < "$PKG/DEBIAN/conffiles"
 
 # 9. The archive.
-mkdir -p "$ROOT/dist"
+mkdir -p "$OUT_DIR"
 rm -f "$OUT"
 dpkg-deb --build --root-owner-group "$PKG" "$OUT" >/dev/null
 say "built $OUT ($(du -h "$OUT" | cut -f1), installed $((INSTALLED_SIZE / 1024)) MiB)"
