@@ -526,6 +526,20 @@ def add_todo_list_app(container: Container) -> None:
     container.run("systemctl", "daemon-reload")
 
 
+@contextlib.contextmanager
+def rsyslog_forwarding(container: Container, name: str, content: bytes) -> Iterator[None]:
+    """``content`` as /etc/rsyslog.d/NAME, rsyslog's only forwarding instead of the package's snippet."""
+    container.run("mv", "/etc/rsyslog.d/80-slsfwd.conf", "/root/80-slsfwd.conf.saved")
+    container.file(f"/etc/rsyslog.d/{name}").write_bytes(content)
+    container.run("systemctl", "restart", "rsyslog.service")
+    try:
+        yield
+    finally:
+        container.run("rm", f"/etc/rsyslog.d/{name}")
+        container.run("mv", "/root/80-slsfwd.conf.saved", "/etc/rsyslog.d/80-slsfwd.conf")
+        container.run("systemctl", "restart", "rsyslog.service")
+
+
 def write_like_the_tutorial(container: Container, marker: str) -> dict[str, float]:
     """A line from the todo-list service and one from ``logger -t todo-list``: text -> when written (unix time)."""
     written = {}

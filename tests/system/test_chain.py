@@ -16,6 +16,7 @@ from tests.system.container import (
     assert_delivered_like_logtail,
     configure_agent,
     install_package,
+    rsyslog_forwarding,
     write_like_the_tutorial,
 )
 
@@ -30,16 +31,8 @@ def test_with_the_rsyslog_snippet_the_package_ships(system: System) -> None:
 @pytest.fixture()
 def tutorial_block(system: System) -> Iterator[None]:
     """The tutorial's block verbatim as rsyslog's only forwarding, instead of the package's snippet."""
-    container = system.container
-    container.run("mv", "/etc/rsyslog.d/80-slsfwd.conf", "/root/80-slsfwd.conf.saved")
-    container.file("/etc/rsyslog.d/80-logtail.conf").write_bytes(shared_data.read_bytes(shared_data.TUTORIAL_BLOCK))
-    container.run("systemctl", "restart", "rsyslog.service")
-    try:
+    with rsyslog_forwarding(system.container, "80-logtail.conf", shared_data.read_bytes(shared_data.TUTORIAL_BLOCK)):
         yield
-    finally:
-        container.run("rm", "/etc/rsyslog.d/80-logtail.conf")
-        container.run("mv", "/root/80-slsfwd.conf.saved", "/etc/rsyslog.d/80-slsfwd.conf")
-        container.run("systemctl", "restart", "rsyslog.service")
 
 
 def test_with_the_tutorial_s_block_verbatim(system: System, tutorial_block: None) -> None:

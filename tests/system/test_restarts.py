@@ -14,6 +14,7 @@ from tests.system.container import (
     Container,
     main_pid,
     metric,
+    rsyslog_forwarding,
     unit_property,
     wait_until,
 )
@@ -27,18 +28,9 @@ RSYSLOG_SOCKET = "/run/systemd/journal/syslog"
 @pytest.fixture()
 def relp(system: System) -> Iterator[None]:
     """rsyslog forwards with the RELP action the project ships, instead of the tutorial's TCP block."""
-    container = system.container
-    container.run("mv", "/etc/rsyslog.d/80-slsfwd.conf", "/root/80-slsfwd.conf.saved")
-    container.file("/etc/rsyslog.d/81-slsfwd-relp.conf").write_bytes(
-        (REPO / "packaging" / "rsyslog" / "81-slsfwd-relp.conf.example").read_bytes()
-    )
-    container.run("systemctl", "restart", "rsyslog.service")
-    try:
+    example = (REPO / "packaging" / "rsyslog" / "81-slsfwd-relp.conf.example").read_bytes()
+    with rsyslog_forwarding(system.container, "81-slsfwd-relp.conf", example):
         yield
-    finally:
-        container.run("rm", "/etc/rsyslog.d/81-slsfwd-relp.conf")
-        container.run("mv", "/root/80-slsfwd.conf.saved", "/etc/rsyslog.d/80-slsfwd.conf")
-        container.run("systemctl", "restart", "rsyslog.service")
 
 
 def send_load(container: Container, prefix: str) -> None:
