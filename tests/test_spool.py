@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from agent.spool import DiskSpool, SpoolError, disk, verify
+from agent.spool import DiskSpool, SpoolError, disk, tuning, verify
 from agent.spool import format as fmt
 from agent.spool.queue import Chunk
 
@@ -90,7 +90,7 @@ def assert_chunks(chunks: list[Chunk], seqs, payloads: dict[int, bytes] | None =
 
 
 def qdir(root: Path) -> Path:
-    return root / disk.QUEUE_DIR
+    return root / tuning.QUEUE_DIR
 
 
 def seg_files(root: Path) -> list[Path]:
@@ -182,7 +182,7 @@ class FaultyDisk:
 
 @pytest.fixture
 def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(disk, "WRITE_RETRY_S", 0.01)
+    monkeypatch.setattr(tuning, "WRITE_RETRY_S", 0.01)
 
 
 async def until(cond, timeout: float = 2.0, step: float = 0.005) -> None:
@@ -892,8 +892,8 @@ async def test_recovery_damage_is_counted_once(tmp_path):
 async def test_damage_found_while_reading_back_is_skipped_and_counted_once(tmp_path, monkeypatch, read_bytes):
     """A reader behind the writer reads records back a little at a time: a bit flip in
     a record it has not read yet costs that record only, whatever the read size."""
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", 0)  # every record is read back from disk
-    monkeypatch.setattr(disk, "DISK_READ_BYTES", read_bytes)
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", 0)  # every record is read back from disk
+    monkeypatch.setattr(tuning, "DISK_READ_BYTES", read_bytes)
     before = metric("slsfwd_spool_corrupt_records_total")
     spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
     sent = append_n(spool, 1, 30, width=60)
@@ -1013,7 +1013,7 @@ async def test_drop_oldest_drops_whole_oldest_segments(tmp_path):
 
 
 async def test_drop_oldest_while_reading_from_disk(tmp_path, monkeypatch):
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", 500)
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", 500)
     # fsync_ms long: no group commit thread runs concurrently with the drops here (that race is its own test)
     spool, _ = open_spool(tmp_path, segment_bytes=1024, max_bytes=5000, full_policy="drop_oldest", fsync_ms=60_000)
     sent: dict[int, bytes] = {}
@@ -1064,7 +1064,7 @@ async def test_rotation_leaves_every_sync_to_the_group_commit_thread(tmp_path, m
     """Rotating segments must not block the event loop on fdatasync: the finished
     segments, the new ones and the directory are synced by the group commit's thread
     (when more than INLINE_SYNC_BYTES wait to be synced)."""
-    monkeypatch.setattr(disk, "INLINE_SYNC_BYTES", -1)  # -1: every sync in the thread
+    monkeypatch.setattr(tuning, "INLINE_SYNC_BYTES", -1)  # -1: every sync in the thread
     loop_thread = threading.get_ident()
     on_loop = []
     synced = set()
@@ -1087,7 +1087,7 @@ async def test_rotation_leaves_every_sync_to_the_group_commit_thread(tmp_path, m
     woken = []
     sent = append_n(spool, 1, 60)
     spool.when_durable(60, lambda: woken.append(60))
-    segments = sorted(str(p) for p in (tmp_path / disk.QUEUE_DIR).glob("*.seg"))
+    segments = sorted(str(p) for p in (tmp_path / tuning.QUEUE_DIR).glob("*.seg"))
     assert len(segments) >= 3
     assert on_loop == [] and woken == []
     spool.request_sync()
@@ -1107,7 +1107,7 @@ async def test_a_small_group_commit_syncs_on_the_loop_and_a_large_one_in_the_thr
     spool, _ = open_spool(tmp_path, fsync_ms=20)
     append_n(spool, 1, 1)  # the first write after a quiet fsync_ms: synced at once
     assert where == [True] and spool._durable_seq == 1
-    append_n(spool, 2, 1, width=disk.INLINE_SYNC_BYTES)  # within fsync_ms: waits for the next commit
+    append_n(spool, 2, 1, width=tuning.INLINE_SYNC_BYTES)  # within fsync_ms: waits for the next commit
     assert where == [True] and spool._durable_seq == 1
     await until(lambda: spool._durable_seq == 2)
     assert where == [True, False]  # more than INLINE_SYNC_BYTES: in the thread
@@ -1118,7 +1118,7 @@ async def test_a_segment_header_lost_in_a_crash_does_not_lose_its_records(tmp_pa
     spool, _ = open_spool(tmp_path, segment_bytes=2048)
     sent = append_n(spool, 1, 40)
     await spool.close()
-    newest = sorted((tmp_path / disk.QUEUE_DIR).glob("*.seg"))[-1]
+    newest = sorted((tmp_path / tuning.QUEUE_DIR).glob("*.seg"))[-1]
     data = bytearray(newest.read_bytes())
     first_seq = int(newest.stem)
     data[:HDR] = bytes(HDR)  # what a power loss between rotation and group commit can leave
@@ -1132,9 +1132,9 @@ async def test_a_segment_header_lost_in_a_crash_does_not_lose_its_records(tmp_pa
 
 
 async def test_a_segment_with_a_foreign_header_and_no_record_is_moved_aside(tmp_path):
-    (tmp_path / disk.QUEUE_DIR).mkdir()
+    (tmp_path / tuning.QUEUE_DIR).mkdir()
     foreign = b"NOTASPOOL" + bytes(40)
-    (tmp_path / disk.QUEUE_DIR / f"{1:020d}.seg").write_bytes(foreign)
+    (tmp_path / tuning.QUEUE_DIR / f"{1:020d}.seg").write_bytes(foreign)
     spool, report = open_spool(tmp_path)
     assert report.quarantined_segments == 1 and report.replay_records == 0
     assert (tmp_path / "quarantine" / f"{1:020d}.seg").read_bytes() == foreign
@@ -1211,7 +1211,7 @@ async def _read_while_appending(spool: DiskSpool, sent: dict[int, bytes], first:
 
 
 async def test_large_backlog_from_disk_while_appends_arrive(tmp_path, monkeypatch):
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", 10_000)
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", 10_000)
     spool, _ = open_spool(tmp_path, segment_bytes=4096, fsync_ms=1)
     sent = append_n(spool, 1, 500, lines=2, width=50)  # 50 kB: more than the read-ahead
     await _read_while_appending(spool, sent, 1, 1000, 501, 500)
@@ -1223,7 +1223,7 @@ async def test_large_backlog_from_disk_while_appends_arrive(tmp_path, monkeypatc
 
 
 async def test_large_backlog_after_restart_while_appends_arrive(tmp_path, monkeypatch):
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", 10_000)
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", 10_000)
     spool, _ = open_spool(tmp_path, segment_bytes=4096, fsync_ms=1)
     sent = append_n(spool, 1, 600, lines=2, width=50)
     for c in await get_n(spool, 100):
@@ -1243,8 +1243,8 @@ async def test_large_backlog_after_restart_while_appends_arrive(tmp_path, monkey
 async def test_random_operations_match_a_model(tmp_path, monkeypatch, seed):
     """Random appends, gets, acks (any order), flushes, clean restarts and crashes against a model."""
     rnd = random.Random(seed)
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", rnd.choice([300, 3000, 8 << 20]))
-    monkeypatch.setattr(disk, "DISK_READ_BYTES", rnd.choice([50, 700, 1 << 20]))
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", rnd.choice([300, 3000, 8 << 20]))
+    monkeypatch.setattr(tuning, "DISK_READ_BYTES", rnd.choice([50, 700, 1 << 20]))
     kw = dict(max_bytes=BIG, fsync_ms=rnd.choice([0, 1, 3, 50]), segment_bytes=rnd.choice([400, 2000, 1 << 20]))
     spool, _ = open_spool(tmp_path, **kw)
     sent: dict[int, bytes] = {}
@@ -1362,7 +1362,7 @@ async def test_enospc_keeps_chunks_blocks_and_recovers(tmp_path, monkeypatch, fa
 
 
 async def test_enospc_partial_record_is_truncated_away(tmp_path, monkeypatch, fast_retry):
-    monkeypatch.setattr(disk, "WRITE_RETRY_S", 30.0)  # no retry during the first part
+    monkeypatch.setattr(tuning, "WRITE_RETRY_S", 30.0)  # no retry during the first part
     faults = FaultyDisk(monkeypatch, tmp_path)
     faults.only = lambda path, data: path.endswith(".seg")
     spool, _ = open_spool(tmp_path)
@@ -1496,7 +1496,7 @@ async def test_drop_oldest_ledger_write_races_with_the_group_commit(tmp_path, mo
     """drop_oldest writes and syncs the ledger on the loop while a group-commit thread is still
     syncing an older value of it: the slower sync must not move the ledger, or the durable
     position that segment deletion trusts, back behind the dropped segment."""
-    monkeypatch.setattr(disk, "INLINE_SYNC_BYTES", -1)  # every group commit in its thread
+    monkeypatch.setattr(tuning, "INLINE_SYNC_BYTES", -1)  # every group commit in its thread
     spool, _ = open_spool(tmp_path, segment_bytes=1024, max_bytes=3000, full_policy="drop_oldest", fsync_ms=1)
     append_n(spool, 1, 10, width=100)
     await spool.flush()

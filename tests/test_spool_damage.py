@@ -7,7 +7,6 @@ table-tested; the rest runs DiskSpool and `verify` on real files damaged byte by
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import struct
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import DiskSpool, SpoolError, verify
+from agent.spool import DiskSpool, SpoolError, tuning, verify
 from agent.spool import format as fmt
 from agent.spool import scan as sc
-from agent.spool.disk import advance_acked
+from agent.spool.acks import advance_acked
 from tests.test_spool import (
     BIG,
     HDR,
@@ -242,9 +241,8 @@ async def test_a_flipped_record_byte_costs_that_record_and_the_ledger_moves_past
 
 
 async def test_damage_found_while_running_does_not_hold_the_ledger_back(tmp_path, monkeypatch):
-    from agent.spool import disk
 
-    monkeypatch.setattr(disk, "READ_AHEAD_BYTES", 0)  # every record is read back from disk
+    monkeypatch.setattr(tuning, "READ_AHEAD_BYTES", 0)  # every record is read back from disk
     spool, _ = open_spool(tmp_path, segment_bytes=1 << 20)
     sent = append_n(spool, 1, 20)
     segment_file = seg_files(tmp_path)[0]

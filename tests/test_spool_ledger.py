@@ -17,7 +17,7 @@ import zlib
 
 import pytest
 
-from agent.spool import disk, ledger, verify
+from agent.spool import disk, ledger, tuning, verify
 from agent.spool import format as fmt
 from tests.test_spool import (
     append_n,
@@ -116,7 +116,7 @@ def ledger_syncs(monkeypatch):
 
 
 async def test_an_acknowledgement_is_in_the_file_within_its_loop_turn_and_synced_later(tmp_path, monkeypatch, ledger_syncs):
-    monkeypatch.setattr(disk, "LEDGER_SYNC_MS", 300)
+    monkeypatch.setattr(tuning, "LEDGER_SYNC_MS", 300)
     spool, _ = open_spool(tmp_path, fsync_ms=5)
     append_n(spool, 1, 6)
     await asyncio.sleep(0.05)  # the appends' group commit: nothing acknowledged yet
@@ -136,7 +136,7 @@ async def test_an_acknowledgement_is_in_the_file_within_its_loop_turn_and_synced
 
 
 async def test_acknowledgements_ride_on_the_group_commit_of_new_data(tmp_path, monkeypatch, ledger_syncs):
-    monkeypatch.setattr(disk, "LEDGER_SYNC_MS", 60_000)
+    monkeypatch.setattr(tuning, "LEDGER_SYNC_MS", 60_000)
     spool, _ = open_spool(tmp_path, fsync_ms=20)
     append_n(spool, 1, 3)
     for c in await get_n(spool, 3):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.spool import disk, verify
+from agent.spool import disk, tuning, verify
 from tests.test_spool import (
     BIG,
     append_n,
@@ -49,7 +49,7 @@ def small_fs():
 
 @pytest.fixture(autouse=True)
 def fast_retry(monkeypatch):
-    monkeypatch.setattr(disk, "WRITE_RETRY_S", 0.02)
+    monkeypatch.setattr(tuning, "WRITE_RETRY_S", 0.02)
 
 
 CHUNK = dict(lines=10, width=100)  # about 1 kB per chunk

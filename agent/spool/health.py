@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import format as fmt
-from .disk import QUEUE_DIR
 from .ledger import read_slots
 from .quarantine import quarantine_dir, quarantined_files
 from .recovery import SpoolError, read_segment, segment_paths
 from .report import RecoveryReport
 from .scan import REFUSE, fate
+from .tuning import QUEUE_DIR
 
 
 def verify(spool_dir: Path) -> RecoveryReport:
