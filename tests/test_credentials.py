@@ -258,6 +258,7 @@ async def test_not_json_is_unavailable(providers) -> None:
 # ---------------------------------------------------------------- provider: refreshing
 
 
+@pytest.mark.slow  # waits for the refresh timer
 async def test_refreshes_before_expiration_and_picks_up_rotated_keys(providers) -> None:
     # 302 s ahead: inside the refresh window in about 2 s.
     async with MetadataStandin(expires_in=302) as md:
@@ -283,6 +284,7 @@ async def test_refresh_window_is_the_module_setting(providers, monkeypatch) -> N
         await wait_until(lambda: keys(p) == second, 4.0, "the rotated keys")
 
 
+@pytest.mark.slow  # waits for the refresh timer
 @pytest.mark.parametrize("kind", ["503", "reset"])
 async def test_outage_keeps_the_last_good_credentials(providers, caplog, monkeypatch, kind) -> None:
     caplog.set_level(logging.DEBUG)
@@ -345,6 +347,7 @@ async def test_start_and_force_refresh_survive_a_garbage_answer(providers) -> No
         assert keys(p) == ("", "", "")
 
 
+@pytest.mark.slow  # waits for the refresh timer
 async def test_refresh_loop_survives_a_garbage_answer(providers, monkeypatch) -> None:
     monkeypatch.setattr(credentials, "RETRY_AFTER_FAILURE_S", 0.2)
     async with MetadataStandin(expires_in=301) as md:

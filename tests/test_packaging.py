@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "slsfwd.service"
 
 
+@pytest.mark.slow  # builds the wheel
 def test_wheel_contains_every_agent_module(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],

@@ -21,6 +21,8 @@ from tests.test_spool import (
     open_spool,
 )
 
+pytestmark = pytest.mark.slow  # mounts a tmpfs
+
 FS_SIZE = 256 * 1024
 
 
