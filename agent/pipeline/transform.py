@@ -166,8 +166,8 @@ class LineTransformer:
         check_utf8 = not payload.isascii()
         peer_src = peer_source(peer, self.host_ip)
         heads = self._heads_for(peer_src, now)
-        if self._chains is not None:
-            self._chains.prepare_chunk(payload)
+        # A chunk none of whose lines a mask could match: mask-only stages are not even called.
+        clean = self._chains is not None and self._chains.prepare_chunk(payload)
         lines = payload.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
@@ -201,7 +201,7 @@ class LineTransformer:
             head_bytes, head_route, head_len, stage = head
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
-            if stage is not None:
+            if stage is not None and not (clean and stage.skip_when_clean):
                 msg = stage(msg)
                 if msg is None:
                     continue  # a processor dropped it (and counted it)

@@ -20,6 +20,7 @@ path and go through :meth:`Chain.run` whole.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from typing import Callable, Iterable, NamedTuple
 
@@ -31,6 +32,7 @@ from .mask import Mask
 from .model import DROPPED, ERROR, MASKED, Log, Processor
 from .options import ProcessorConfig
 from .parsers import ParseJson, ParseKeyValue, ParseRegex
+from .patterns import compile_pattern
 
 HEAD_KEYS = frozenset(BUILTIN_0_1_FIELDS)
 _MSG_ONLY = frozenset((MSG_KEY,))
@@ -115,6 +117,7 @@ class Chain:
                     counts[processor.name, ERROR] += 1
             return msg
 
+        stage.skip_when_clean = all(mask is not None for _, mask, _ in steps)  # type: ignore[attr-defined]
         return stage
 
     @staticmethod
@@ -146,6 +149,7 @@ def _one_mask_stage(mask: Mask, counts: Counter) -> MsgStage:
             counts[masked_event] += 1
         return masked
 
+    stage.skip_when_clean = True  # type: ignore[attr-defined]  # a mask alone: nothing to do in a clean chunk
     return stage
 
 
@@ -167,6 +171,7 @@ def _counting_stage(counts: Counter, per_line: tuple, then: MsgStage | None) -> 
             counts[event] += n
         return then(msg) if then is not None else None
 
+    stage.skip_when_clean = False  # type: ignore[attr-defined]  # counts (or drops) every line
     return stage
 
 
@@ -179,18 +184,25 @@ class ChainSet:
         self.counts: Counter = Counter() if counts is None else counts
         self.names = [processor.name for processor, _ in processors]
         self._masks = [processor for processor, _ in processors if isinstance(processor, Mask)]
+        words = sorted({word for mask in self._masks for word in mask.words})
+        # One case-insensitive RE2 pass over the chunk for every mask's words: cheaper than lowering
+        # the chunk and a bytes.find a word (104 against 180 µs for 70 KB).
+        self._find_any_word = compile_pattern("(?i)" + "|".join(re.escape(w.decode()) for w in words)).search if words else None
 
-    def prepare_chunk(self, payload: bytes) -> None:
-        """Once per chunk, before its lines: lets masks skip every line of a chunk they cannot match."""
-        if self._masks:
-            lowered = payload.lower()
-            for mask in self._masks:
-                mask.prepare_chunk(lowered)
+    def prepare_chunk(self, payload: bytes) -> bool:
+        """Once per chunk, before its lines: lets masks skip every line of a chunk they cannot match.
+        True when every mask can: then a stage marked ``skip_when_clean`` need not even be called."""
+        if self._find_any_word is None:
+            return False
+        clean = self._find_any_word(payload) is None
+        for mask in self._masks:
+            mask.mark_chunk(clean)
+        return clean and all(mask.words for mask in self._masks)
 
     def finish_chunk(self) -> None:
         """After the chunk's lines: what prepare_chunk learnt holds for that chunk only."""
         for mask in self._masks:
-            mask.prepare_chunk(None)
+            mask.mark_chunk(False)
 
     def __bool__(self) -> bool:
         return bool(self._processors)

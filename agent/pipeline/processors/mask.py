@@ -36,18 +36,17 @@ class Mask:
         # decides which presets search.
         self._find_words = re.compile(b"|".join(map(re.escape, words))).findall if words else None
         self._lowered = self._find_words is not None or any(rule.worth_searching for rule in rules)
-        self._only_words = all(rule.words for rule in rules)  # then no word found means nothing to search
-        self._words = tuple(words)
-        self._chunk_clean = False  # see prepare_chunk
+        # When every rule needs a word, a chunk without any of them needs nothing from this mask.
+        self.words: tuple[bytes, ...] = tuple(words) if all(rule.words for rule in rules) else ()
+        self._only_words = bool(self.words)
+        self._chunk_clean = False  # see mark_chunk
 
-    def prepare_chunk(self, lowered_chunk: bytes | None) -> None:
-        """Before the lines of a chunk: if none of the words is anywhere in it, no line of it can
-        need this mask. ``bytes.find`` over the whole chunk costs a fraction of a search per line.
-        (Only the transform's repair of bad bytes changes a line before it gets here, and the
-        ``\\xNN`` text that makes cannot spell any of the words.)"""
-        self._chunk_clean = (
-            lowered_chunk is not None and self._only_words and not any(word in lowered_chunk for word in self._words)
-        )
+    def mark_chunk(self, clean: bool) -> None:
+        """Set by the chain set before a chunk's lines (and reset after): True when none of
+        :attr:`words` is anywhere in the chunk, so no line of it can need this mask. (Only the
+        transform's repair of bad bytes changes a line before it gets here, and the ``\\xNN``
+        text that makes cannot spell any of the words.)"""
+        self._chunk_clean = clean and self._only_words
 
     def apply(self, log: Log) -> str | None:
         masked = False
