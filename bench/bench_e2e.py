@@ -6,7 +6,7 @@
 Per repeat (the order of (a) and (b) alternates between repeats):
 
 (a) ``slsfwd run`` pinned to core 0 (``taskset -c 0``) with a fresh disk spool and the defaults plus
-    ``[batch] linger_ms = 200``; the stand-in (``tests/standin.py --count-only``: it still checks the
+    ``[batch] linger_ms = 200``; the stand-in (``tests/support/standin.py --count-only``: it still checks the
     signature and decodes every LogGroup) and the sender pinned to core 1. The sender pushes the
     pre-built corpus over one TCP connection as fast as the agent reads it. The figure is the time
     from the first byte sent until ``GET /_standin/stats`` shows all N logs (polled every 20 ms).
@@ -244,7 +244,7 @@ class Standin:
     def __init__(self, procs: Procs, workdir: Path) -> None:
         self.stdout_path = workdir / "standin.stdout"
         self.proc = procs.start(
-            pinned(OTHER_CORE, [sys.executable, "-m", "tests.standin", "--port", "0", "--akid", AKID,
+            pinned(OTHER_CORE, [sys.executable, "-m", "tests.support.standin", "--port", "0", "--akid", AKID,
                                 "--secret", SECRET, "--count-only"]),
             stdout=subprocess.PIPE, stderr=open(workdir / "standin.stderr", "ab"), text=True,
         )

@@ -3,7 +3,7 @@ against RELP (the README's omrelp action), with Debian's real rsyslogd in front.
 
     python -m bench.bench_kill9 [--repeat 5] [--transport tcp,relp] [--lines 20000]
 
-Each run is ``tests/kill9.py``'s: 20,000 numbered lines into rsyslog over 4 s (5,000 lines/s),
+Each run is ``tests/support/kill9.py``'s: 20,000 numbered lines into rsyslog over 4 s (5,000 lines/s),
 SIGKILL one second in, a restart 3 s later on the same spool. It prints,
 per run, the lines lost and duplicated, what the killed agent had read and left in its spool,
 and then the medians. The tests assert what is promised (RELP loses nothing; over either
@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.kill9 import TRANSPORTS, KillRun, kill_9_run
+from tests.support.kill9 import TRANSPORTS, KillRun, kill_9_run
 
 
 def broken_promises(run: KillRun) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.agent_proc import AgentProcess
+from tests.support.agent_proc import AgentProcess
 
 
 @pytest.fixture(autouse=True)

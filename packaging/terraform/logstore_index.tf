@@ -4,7 +4,7 @@
 # field index, and a logstore created by Terraform (as in the tutorial) has no index at all.
 # This gives sls_logstore and each routed logstore (var.routed_logstores, declared in
 # ram_role.tf) a full-text index and a field index for every key slsfwd ships.
-# tests/test_terraform.py checks that local.slsfwd_fields holds exactly those keys, taken from
+# tests/unit/test_terraform.py checks that local.slsfwd_fields holds exactly those keys, taken from
 # the agent's code, so the two cannot drift apart. Keys that your own [[input.formats]] fields or
 # [[processors]] add need a field index too: name them in var.extra_index_fields.
 #

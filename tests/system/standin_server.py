@@ -1,4 +1,4 @@
-"""The PutLogs stand-in (tests/standin.py) as a process inside a booted container.
+"""The PutLogs stand-in (tests/support/standin.py) as a process inside a booted container.
 
     python -m tests.system.standin_server --port 18080 --record /srv/share/standin.jsonl
         [--metadata-address 100.100.100.200 --role slsfwd-ecs]
@@ -10,7 +10,7 @@ arrived from the shared directory. Nothing goes to
 the journal: inside the container a line there would travel journald → rsyslog → slsfwd → this
 stand-in and be logged again. Prints ``listening HOST:PORT`` once ready; exits 0 on SIGTERM.
 
-With ``--metadata-address`` it also serves the ECS metadata service (tests/metadata_standin.py)
+With ``--metadata-address`` it also serves the ECS metadata service (tests/support/metadata_standin.py)
 on that address, port 80, with STS credentials for ``--role``; the PutLogs stand-in then accepts
 exactly those credentials, so the agent must have fetched them to ship.
 """
@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from tests.metadata_standin import MetadataStandin
-from tests.standin import AcceptedLog, PutLogsStandin
+from tests.support.metadata_standin import MetadataStandin
+from tests.support.standin import AcceptedLog, PutLogsStandin
 
 FLUSH_EVERY_S = 0.1
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import shared_data
+from tests.support import shared_data
 from tests.system.conftest import Artefacts, System
 from tests.system.container import (
     Container,

@@ -1,4 +1,4 @@
-"""Loaded by the interpreter at start-up when this folder is on PYTHONPATH (tests/test_supervise.py).
+"""Loaded by the interpreter at start-up when this folder is on PYTHONPATH (tests/unit/ops/test_supervise.py).
 
 It makes one part of the real ``slsfwd run`` raise an unexpected exception, and
 writes the time it did to ``SLSFWD_TEST_FAILED_AT``:
