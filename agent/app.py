@@ -104,7 +104,7 @@ class Agent:
             max_connections=config.input.max_connections,
             coalesce_ms=config.input.read_coalesce_ms,
         )
-        self.relp = self._make_relp(config)
+        self.relp = self.make_relp(config)
         self.status = StatusServer(self.health_problems)
         self.notifier = Notifier()
         self._consumer: asyncio.Task | None = None
@@ -117,7 +117,7 @@ class Agent:
         self.reload_status = ReloadStatus(pid=os.getpid())
         self._state_dir_fd: int | None = None
 
-    def _make_relp(self, config: Config) -> RelpReceiver | None:
+    def make_relp(self, config: Config) -> RelpReceiver | None:
         if not config.input.relp_listen:
             return None
         return RelpReceiver(

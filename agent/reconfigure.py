@@ -35,11 +35,14 @@ async def apply_config(agent, new: Config) -> None:
     if new.input.listen != old.input.listen:
         tcp_server = await agent.receiver.open_server(*split_host_port(new.input.listen))
     if new.input.relp_listen and new.input.relp_listen != old.input.relp_listen:
-        if agent.relp is None:
-            agent.relp = agent._make_relp(new)
+        fresh = agent.relp is None
+        if fresh:
+            agent.relp = agent.make_relp(new)
         try:
             relp_server = await agent.relp.open_server(*split_host_port(new.input.relp_listen))
         except OSError:
+            if fresh:
+                agent.relp = None
             if tcp_server is not None:
                 tcp_server.close()
             raise

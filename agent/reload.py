@@ -140,6 +140,9 @@ def request_reload(config_path: Path, pid: int | None, timeout_s: float = WAIT_F
         return False, [f"no running slsfwd found: {state_dir / STATUS_FILE} is missing or unreadable "
                        "(give the agent's --pid if spool.dir was changed since it started)"]
     target = pid or before.pid
+    if not pid and not _is_an_agent(target):
+        # The file is the agent's, but root may run this command: signal nothing the file names blindly.
+        return False, [f"pid {target} in {state_dir / STATUS_FILE} is not a running `slsfwd run`"]
     try:
         os.kill(target, signal.SIGHUP)
     except OSError as exc:
@@ -151,6 +154,14 @@ def request_reload(config_path: Path, pid: int | None, timeout_s: float = WAIT_F
             return after.ok, _describe(after, config_path)
         time.sleep(0.05)
     return False, [f"slsfwd (pid {target}) did not answer the reload within {timeout_s:.0f} s"]
+
+
+def _is_an_agent(pid: int) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith((b"slsfwd", b"agent")) for arg in argv[:3]) and b"run" in argv
 
 
 def _describe(status: ReloadStatus, config_path: Path) -> list[str]:

@@ -4,6 +4,7 @@ in force without closing a connection or losing a line; an invalid config change
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -195,3 +196,15 @@ async def test_keys_that_need_a_restart_are_refused_and_the_rest_applies(tmp_pat
     (log,) = standin.logs
     assert (log.logstore, log.contents["cfg"]) == ("store-b", "B")
     assert not (tmp_path / "elsewhere").exists()
+
+
+async def test_reload_signals_only_an_agent(tmp_path: Path) -> None:
+    """The status file names the pid to signal; a file that names another process is not obeyed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "reload-status.json").write_text(f'{{"pid": {os.getpid()}, "generation": 0}}')
+    config = tmp_path / "slsfwd.toml"
+    config.write_text(f'[spool]\ndir = "{state}"\n')
+    code, _, err = await run_cli("reload", "--config", str(config))
+    assert code == 1
+    assert f"pid {os.getpid()} in {state / 'reload-status.json'} is not a running `slsfwd run`" in err
