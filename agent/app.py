@@ -36,6 +36,7 @@ from agent.ops.wakeups import GRID_S, on_grid
 from agent.output.deadletter import DeadLetters
 from agent.output.ship import Shipper
 from agent.pipeline.batch import Batch, Batcher, Ticket
+from agent.pipeline.join import Joiner
 from agent.pipeline.transform import LineTransformer
 from agent.spool.queue import ChunkQueue, MemoryQueue
 
@@ -52,6 +53,8 @@ from .wiring import (
     make_processors,
     make_queue,
     make_router,
+    publish_join_counts,
+    read_delay_s,
 )
 
 log = logging.getLogger("slsfwd")
@@ -90,6 +93,8 @@ class Agent:
             clock=time.monotonic,
         )
         self.processors = make_processors(config)
+        # The multiline processors' open groups; a line may wait up to read_coalesce_ms to be read.
+        self.joiner = Joiner(self.batcher, time.monotonic, read_delay_s=read_delay_s(config))
         self.transformer = LineTransformer(
             formats=make_formats(config),
             router=make_router(config),
@@ -97,6 +102,7 @@ class Agent:
             batcher=self.batcher,
             clock=time.time,
             processors=self.processors,
+            joiner=self.joiner,
         )
         self.receiver = LineReceiver(
             self.queue,
@@ -284,18 +290,29 @@ class Agent:
         self.shipper.submit(batch)
 
     def _arm_linger(self) -> None:
-        if self._linger_timer is not None:
-            return
-        deadline = self.batcher.next_deadline()
-        if deadline is None:
+        """One timer for what waits on time: open batches (linger_ms) and open multiline groups (flush_ms)."""
+        deadlines = [d for d in (self.batcher.next_deadline(), self._group_deadline()) if d is not None]
+        if not deadlines:
             return
         loop = asyncio.get_running_loop()
-        # The batcher's clock is time.monotonic, the same clock as the loop's on Linux.
-        when = on_grid(loop.time(), max(0.0, deadline - time.monotonic()))
+        # The batcher's and the joiner's clock is time.monotonic, the same clock as the loop's on Linux.
+        when = on_grid(loop.time(), max(0.0, min(deadlines) - time.monotonic()))
+        if self._linger_timer is not None:
+            if self._linger_timer.when() <= when:
+                return
+            self._linger_timer.cancel()
         self._linger_timer = loop.call_at(when, self._linger_expired)
+
+    def _group_deadline(self) -> float | None:
+        deadline = self.joiner.next_deadline()
+        if deadline is not None and self.queue.unread:  # see _linger_expired: look again a grid step later
+            deadline = max(deadline, time.monotonic() + GRID_S)
+        return deadline
 
     def _linger_expired(self) -> None:
         self._linger_timer = None
+        if not self.queue.unread:  # else a line that continues an open group may be waiting in the queue
+            self.joiner.flush_expired(early_s=GRID_S)
         self.batcher.close_expired(early_s=GRID_S)  # the timer fired on the grid, before the deadline
         self._arm_linger()
 
@@ -307,6 +324,7 @@ class Agent:
         publish(metrics.REPAIRS, stats.replaced_times, reason="time_out_of_range")
         for (name, result), count in self.processors.counts.items():
             publish(metrics.PROCESSOR_EVENTS, count, processor=name, result=result)
+        publish_join_counts(self.joiner.counts, publish)
 
     # -- shutdown ---------------------------------------------------------
 
@@ -358,6 +376,7 @@ class Agent:
         if self._consumer is not None:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
+        self.joiner.flush_all()  # open multiline groups ship with the rest
         self.batcher.close_all()
         if durable:
             self.shipper.stop_retrying()

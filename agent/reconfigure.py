@@ -23,6 +23,7 @@ from .wiring import (
     make_output,
     make_processors,
     make_router,
+    read_delay_s,
 )
 
 log = logging.getLogger("slsfwd")
@@ -63,6 +64,7 @@ async def apply_config(agent, new: Config) -> None:
 def _apply_input(agent, new: Config) -> None:
     agent.receiver.max_connections = new.input.max_connections
     agent.receiver.coalesce_s = new.input.read_coalesce_ms / 1000.0
+    agent.joiner.read_delay_s = read_delay_s(new)
     agent.receiver.set_max_line_bytes(new.input.max_line_bytes)
     if agent.relp is not None:
         agent.relp.max_connections = new.input.max_connections

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from agent.output.console import ConsoleSink
 from agent.output.credentials import EcsRamRoleProvider
 from agent.output.putlogs import ClockOffsetSigner, client_for
 from agent.output.ship import PutLogsSink, Sink
+from agent.pipeline import join
 from agent.pipeline.batch import Destination
 from agent.pipeline.parse import LineFormat, build_format_table
 from agent.pipeline.processors import RESULTS, ChainSet, build_chain_set
@@ -18,6 +19,7 @@ from agent.spool.queue import ChunkQueue, MemoryQueue
 
 from .config import Config, SlsConfig, SpoolConfig
 from .ops import hostinfo, metrics
+from .ops.wakeups import GRID_S
 from .spool import DiskSpool
 
 
@@ -68,7 +70,35 @@ def host_ip_for(config: Config) -> str:
 
 def make_processors(config: Config, counts: Counter | None = None) -> ChainSet:
     processors = build_chain_set(config.processors, counts)
-    for name in processors.names:  # every series exists from the start, for dashboards and alerts
-        for result in RESULTS:
-            metrics.PROCESSOR_EVENTS.labels(processor=name, result=result)
+    for processor in config.processors:  # every series exists from the start, for dashboards and alerts
+        name = processor.name
+        if processor.type != "multiline":
+            for result in RESULTS:
+                metrics.PROCESSOR_EVENTS.labels(processor=name, result=result)
+            continue
+        for counter in (metrics.MULTILINE_GROUPS, metrics.MULTILINE_JOINED_LINES, metrics.MULTILINE_TIMER_FLUSHES):
+            counter.labels(processor=name)
+        for reason in ("max_lines", "max_bytes"):
+            metrics.MULTILINE_CUT_GROUPS.labels(processor=name, reason=reason)
     return processors
+
+
+def read_delay_s(config: Config) -> float:
+    """How late the input may read a line that arrived (read coalescing, on the timer grid)."""
+    return config.input.read_coalesce_ms / 1000.0 + GRID_S
+
+
+_JOIN_COUNTERS = {
+    join.GROUPS: (metrics.MULTILINE_GROUPS, {}),
+    join.JOINED_LINES: (metrics.MULTILINE_JOINED_LINES, {}),
+    join.TIMER_FLUSHES: (metrics.MULTILINE_TIMER_FLUSHES, {}),
+    join.CUT_MAX_LINES: (metrics.MULTILINE_CUT_GROUPS, {"reason": "max_lines"}),
+    join.CUT_MAX_BYTES: (metrics.MULTILINE_CUT_GROUPS, {"reason": "max_bytes"}),
+}
+
+
+def publish_join_counts(counts: Counter, publish: Callable[..., None]) -> None:
+    """The joiner's running totals to their counters (``publish``: TotalsMirror.publish)."""
+    for (name, event), total in counts.items():
+        counter, labels = _JOIN_COUNTERS[event]
+        publish(counter, total, processor=name, **labels)

@@ -117,6 +117,21 @@ PROCESSOR_EVENTS = Counter(
     "What processors did to logs, by processor name and result (dropped, masked, parsed, unmatched, error)",
     ["processor", "result"],
 )
+MULTILINE_GROUPS = Counter(
+    "slsfwd_multiline_groups_total", "Logs a multiline processor joined from two lines or more", ["processor"]
+)
+MULTILINE_JOINED_LINES = Counter(
+    "slsfwd_multiline_joined_lines_total", "Lines that went into those joined logs", ["processor"]
+)
+MULTILINE_CUT_GROUPS = Counter(
+    "slsfwd_multiline_cut_groups_total",
+    "Groups cut at a cap (max_lines or max_bytes); the rest of the event went on in a new log",
+    ["processor", "reason"],
+)
+MULTILINE_TIMER_FLUSHES = Counter(
+    "slsfwd_multiline_timer_flushes_total",
+    "Joined logs shipped because flush_ms passed after their last line", ["processor"],
+)
 INTERNAL_ERRORS = Counter(
     "slsfwd_internal_errors_total",
     "Unexpected exceptions: where=task or callback stops the agent (systemd restarts it), "

@@ -24,6 +24,7 @@ BUILTIN_0_1_FIELDS = ("hostname", "pri-text", "protocol-version", "app-name", "p
 MSG_KEY = "msg"
 PARSE_ERROR_KEY = "parse-error"
 ORIGINAL_TIME_KEY = "orig-time"
+MULTILINE_LINES_KEY = "multiline-lines"  # on a log the multiline processor joined: how many lines
 
 LOOPBACK_IPS = frozenset({b"127.0.0.1", b"::1"})
 

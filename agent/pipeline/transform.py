@@ -36,26 +36,27 @@ encode and compress in CPython; bench/README.md), so it works on whole chunks:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Mapping
 
 from . import encode
 from .batch import Batcher, Destination, Ticket
+from . import join
+from .join import HeadLine, Joiner
 from .parse import (
     BUILTIN_FORMATS,
     MSG_KEY,
     ORIGINAL_TIME_KEY,
     PARSE_ERROR_KEY,
     LineFormat,
-    ParseFailure,
     fix_time,
-    make_valid_utf8,
-    parse_line,
     peer_source,
     resolve_source,
 )
 from .processors import ChainSet
 from .processors.chain import MsgStage
+from .processors.multiline import Multiline
+from .readable import ReadablePath, Router, TransformStats
 
 _FAST = BUILTIN_FORMATS["0.1"]
 _FAST_VERSION = _FAST.version_bytes
@@ -69,6 +70,12 @@ _MSG_FRAMING = encode.value_framing_table(_MSG_PREFIX)
 _MSG_FRAMED_LENGTH = tuple(len(framing) + n for n, framing in enumerate(_MSG_FRAMING))
 _CACHE_LIMIT = 4096  # distinct line prefixes kept per peer; cleared when exceeded
 _MAX_PEERS = 64
+
+
+class _OfferStage(partial):
+    """offer(line, msg) as a stage: a call in C up to offer (no Python frame between)."""
+
+    skip_when_clean = False
 
 
 class _Slow:
@@ -93,27 +100,7 @@ Route = tuple[Destination, str]  # a LogGroup's destination and Source; one obje
 Head = tuple[bytes, Route, int, "MsgStage | None"]
 
 
-@dataclass(slots=True)
-class TransformStats:
-    lines: int = 0
-    empty_lines: int = 0
-    invalid_utf8_lines: int = 0
-    replaced_times: int = 0
-    parse_errors: dict[str, int] = field(default_factory=dict)
-
-
-class Router:
-    """A line's tag picks its destination (Logtail's Tag Settings)."""
-
-    def __init__(self, default: Destination, by_tag: Mapping[str, Destination]) -> None:
-        self.default = default
-        self._by_tag = {tag.encode(): dest for tag, dest in by_tag.items()}
-
-    def destination(self, tag: bytes) -> Destination:
-        return self._by_tag.get(tag, self.default)
-
-
-class LineTransformer:
+class LineTransformer(ReadablePath):
     def __init__(
         self,
         *,
@@ -123,6 +110,7 @@ class LineTransformer:
         batcher: Batcher,
         clock: Callable[[], float],
         processors: ChainSet | None = None,
+        joiner: Joiner | None = None,
     ) -> None:
         self.formats = formats
         self.router = router
@@ -139,8 +127,10 @@ class LineTransformer:
         self._times: dict[bytes, bytes | _Slow] = {}  # the timestamp field -> Time, encoded
         self._fields: dict[tuple[bytes, ...], tuple[bytes, bool] | _Slow] = {}  # the six fields -> encoded, strip space
         self._chains = processors if processors else None
-        # (tag, fields) -> the processors' plan for that prefix: the fields encoded (None: the readable path) and the stage
-        self._planned: dict[tuple[bytes, tuple[bytes, ...]], tuple[bytes | None, MsgStage | None]] = {}
+        self.joiner = joiner  # joins lines of a multiline processor's scope
+        # (tag, fields) -> the processors' plan for that prefix: the fields encoded (None: the readable
+        # path), the stage, and the multiline processor its lines go through
+        self._planned: dict[tuple[bytes, tuple[bytes, ...]], tuple[bytes | None, MsgStage | None, Multiline | None]] = {}
         self._cache_minute = -1
         # A user format may redefine "0.1"; then every line takes the readable path.
         self._fast_path = formats.get(_FAST_VERSION) is _FAST
@@ -152,7 +142,9 @@ class LineTransformer:
     def reconfigure(
         self, *, formats: Mapping[bytes, LineFormat], router: Router, host_ip: str, processors: ChainSet | None
     ) -> None:
-        """A reload: chunks processed from now on follow the new settings."""
+        """A reload: chunks processed from now on follow the new settings (open groups ship first)."""
+        if self.joiner is not None:
+            self.joiner.flush_all()
         self.formats = formats
         self.router = router
         self.host_ip = host_ip
@@ -185,6 +177,9 @@ class LineTransformer:
         # after the loop, so a line costs one append. Lines of a few sources usually
         # interleave: a switch of route costs one dict look-up.
         by_route: dict[tuple[Destination, str], list[bytes]] = {}
+        joiner = self.joiner if self._chains is not None and self._chains.joins else None
+        if joiner is not None:
+            joiner.begin_chunk(ticket, by_route)
         route = None
         logs: list[bytes] = []
         for line in lines:
@@ -220,6 +215,8 @@ class LineTransformer:
         ticket.lines = len(lines)
         if self._chains is not None:
             self._chains.finish_chunk()
+        if joiner is not None:
+            joiner.end_chunk()
         for route, logs in by_route.items():
             self.batcher.add_run(route, logs, ticket)
 
@@ -299,31 +296,57 @@ class LineTransformer:
             planned = self._planned.get((parts[1], fields))
             if planned is None:
                 planned = self._planned[parts[1], fields] = self._plan(parts[1], fields, encoded)
-            encoded, stage = planned
+            encoded, stage, multiline = planned
             if encoded is None:
                 return _SLOW
+            if multiline is not None:
+                source = join.source_key(peer_src, fields[0], fields[3], fields[4])  # hostname, app-name, procid
+                stage = self._collector(HeadLine(time_bytes + encoded, route, stage, source, multiline))
         head = time_bytes + encoded
         return (head, route, len(head), stage), strip_space
 
-    def _plan(self, tag: bytes, fields: tuple[bytes, ...], encoded: bytes) -> tuple[bytes | None, MsgStage | None]:
-        """The encoded fields and the per-line stage of this prefix under the tag's processors;
-        (None, None) when the chain needs the readable path."""
+    def _collector(self, line: HeadLine) -> MsgStage:
+        """The stage of a head in a multiline scope: the joiner sees the line first, then the
+        other processors' stage runs on what it lets through (and on joined logs, at their end)."""
+        assert self.joiner is not None
+        offer, forget, stage = self.joiner.offer, self.joiner.forget, line.stage
+        if stage is None:
+            return _OfferStage(offer, line)
+
+        def collect(msg: bytes) -> bytes | None:
+            kept = offer(line, msg)
+            if kept is None or stage is None:
+                return kept
+            shipped = stage(kept)
+            if shipped is None:
+                forget(line)
+            return shipped
+
+        collect.skip_when_clean = False  # type: ignore[attr-defined]
+        return collect
+
+    def _plan(
+        self, tag: bytes, fields: tuple[bytes, ...], encoded: bytes
+    ) -> tuple[bytes | None, MsgStage | None, Multiline | None]:
+        """The encoded fields, the per-line stage and the multiline processor of this prefix under
+        the tag's processors; encoded None when the chain needs the readable path."""
         assert self._chains is not None
         if len(self._planned) >= _CACHE_LIMIT:
             self._planned.clear()
         chain = self._chains.for_tag(tag.decode())
         if chain is None:
-            return encoded, None
+            return encoded, None, None
         if not chain.separable:
-            return None, None
+            return None, None, None
+        multiline = chain.multiline_for(fields[3]) if self.joiner is not None else None  # by app-name
         plan = chain.plan_prefix(dict(zip(_FAST.fields, fields)))
         if plan.head is None:
-            return b"", plan.stage  # dropped: the stage counts and drops each line
+            return b"", plan.stage, None  # dropped: the stage counts and drops each line
         prefixes = self._prefixes
         encoded = b"".join(
             encode.content(prefixes.get(key) or encode.key_prefix(key), value) for key, value in plan.head.items()
         )
-        return encoded, plan.stage
+        return encoded, plan.stage, multiline
 
     def _encode_time(self, ts: bytes, now: int) -> bytes | _Slow:
         if not ts.isdigit():
@@ -350,58 +373,6 @@ class LineTransformer:
         encoded = b"".join(encode.content(prefixes[k], v) for k, v in zip(_FAST.fields, fields))
         index, value = _FAST.strip_space_when  # type: ignore[misc]
         return encoded, fields[index] == value
-
-    def _slow_line(self, line: bytes, received_at: int, now: int, peer_src: str, by_route: dict) -> None:
-        line = self._valid_utf8(line)
-        encoded = self.encode_line(line, received_at, now, peer_src)
-        if encoded is not None:
-            dest, source, log = encoded
-            by_route.setdefault((dest, source), []).append(log)
-
-    def encode_line(
-        self, line: bytes, received_at: int, now: int, peer_src: str
-    ) -> tuple[Destination, str, bytes] | None:
-        """The readable reference: any line -> (destination, source, encoded log); None if a processor dropped it."""
-        parsed = parse_line(line, self.formats)
-        if isinstance(parsed, ParseFailure):
-            self._count_parse_error(parsed.reason)
-            unix_time, _ = fix_time(received_at, received_at, now)
-            contents = self._processed(None, [(MSG_KEY, line), (PARSE_ERROR_KEY, parsed.reason.encode())])
-            if contents is None:
-                return None
-            return self.router.default, peer_src, encode.encode_log(unix_time, contents)
-        unix_time, replaced = fix_time(parsed.time, received_at, now)
-        contents = self._processed(parsed.tag, parsed.contents())
-        if contents is None:
-            return None
-        if replaced:
-            self.stats.replaced_times += 1
-            contents.append((ORIGINAL_TIME_KEY, str(parsed.time).encode()))
-        dest = self.router.destination(parsed.tag)
-        return dest, resolve_source(parsed.ip, peer_src), encode.encode_log(unix_time, contents)
-
-    def _processed(self, tag: bytes | None, contents: list[tuple[str, bytes]]) -> list[tuple[str, bytes]] | None:
-        """``contents`` after the tag's processors (no tag: a line that did not parse); None if dropped."""
-        chain = None if self._chains is None else self._chains.for_tag(None if tag is None else tag.decode())
-        if chain is None:
-            return contents
-        log = dict(contents)
-        if not chain.run(log):
-            return None
-        if contents[-1][0] == MSG_KEY and MSG_KEY in log:
-            log[MSG_KEY] = log.pop(MSG_KEY)  # msg stays last, as on the fast path, whatever was added
-        return list(log.items())
-
-    def _count_parse_error(self, reason: str) -> None:
-        errors = self.stats.parse_errors
-        errors[reason] = errors.get(reason, 0) + 1
-
-    def _valid_utf8(self, data: bytes) -> bytes:
-        fixed, repaired = make_valid_utf8(data)
-        if repaired:
-            self.stats.invalid_utf8_lines += 1
-        return fixed
-
 
 def _is_utf8(data: bytes) -> bool:
     if data.isascii():

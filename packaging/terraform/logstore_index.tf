@@ -22,7 +22,8 @@ variable "extra_index_fields" {
 locals {
   # Every key slsfwd ships, with its index type. The first seven are the built-in 0.1 format's
   # (Logtail's keys); orig-time holds a line's own unix time when SLS would have refused it and
-  # the receive time was used; parse-error names why a line was shipped whole as msg; and
+  # the receive time was used; parse-error names why a line was shipped whole as msg;
+  # multiline-lines counts the lines a multiline processor joined into msg; and
   # __tag__:__hostname__ is the LogGroup tag with the agent's host name.
   slsfwd_fields = {
     "hostname"             = "text"
@@ -34,6 +35,7 @@ locals {
     "msg"                  = "text"
     "orig-time"            = "long"
     "parse-error"          = "text"
+    "multiline-lines"      = "long"
     "__tag__:__hostname__" = "text"
   }
 

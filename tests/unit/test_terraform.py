@@ -23,16 +23,20 @@ from agent.pipeline.parse import (
     BUILTIN_0_1_FIELDS,
     MAX_PAST_S,
     MSG_KEY,
+    MULTILINE_LINES_KEY,
     ORIGINAL_TIME_KEY,
     PARSE_ERROR_KEY,
     build_format_table,
 )
+from agent.pipeline.join import Joiner
+from agent.pipeline.processors import ProcessorConfig, build_chain_set
+from agent.pipeline.processors.options import MultilineOptions
 from agent.pipeline.transform import LineTransformer, Router
 from tests.support import REPO, shared_data
 
 TERRAFORM = REPO / "packaging" / "terraform"
 FIELD_TYPES = {"text", "long", "double", "json"}  # alicloud_log_store_index field_search.type
-CONTENT_KEYS = {*BUILTIN_0_1_FIELDS, MSG_KEY, ORIGINAL_TIME_KEY, PARSE_ERROR_KEY}
+CONTENT_KEYS = {*BUILTIN_0_1_FIELDS, MSG_KEY, ORIGINAL_TIME_KEY, PARSE_ERROR_KEY, MULTILINE_LINES_KEY}
 
 
 def load(name: str) -> dict:
@@ -61,14 +65,18 @@ def indexed_fields() -> dict[str, str]:
 
 
 def transformed_keys(lines: list[bytes], now: int) -> set[str]:
-    """Every content key the real transformer writes for ``lines``."""
+    """Every content key the real transformer writes for ``lines``, with a multiline processor
+    (the only processor whose key is the agent's own)."""
     closed: list[Batch] = []
     batcher = Batcher(max_logs=4096, max_bytes=512 * 1024, linger=2.0, on_close=closed.append, clock=lambda: now)
+    joiner = Joiner(batcher, lambda: now)
     transformer = LineTransformer(
         formats=build_format_table({}), router=Router(Destination("p", "ls", ""), {}),
-        host_ip="10.0.0.1", batcher=batcher, clock=lambda: now,
+        host_ip="10.0.0.1", batcher=batcher, clock=lambda: now, joiner=joiner,
+        processors=build_chain_set([ProcessorConfig("traces", "multiline", (), MultilineOptions(preset="java"))]),
     )
     transformer.process(b"".join(line + b"\n" for line in lines), now, "127.0.0.1", Ticket(0, lambda _seq: None))
+    joiner.flush_all()
     batcher.close_all()
     keys = set()
     for batch in closed:
@@ -82,6 +90,7 @@ def test_the_transformer_writes_exactly_the_content_keys_of_the_parse_module() -
     now = int(time.time())
     lines = [
         b"0.1 sys_tag %d 127.0.0.1 web-1 user.notice 0 todo-list 42 -  fine" % now,
+        b"0.1 sys_tag %d 127.0.0.1 web-1 user.err 0 todo-list 42 -  #011at com.example.A.b(A.java:1)" % now,
         b"0.1 sys_tag %d 127.0.0.1 web-1 user.notice 0 todo-list 42 -  too old for SLS" % (now - MAX_PAST_S - 86400),
         b"9.9 sys_tag %d 127.0.0.1 an unknown version" % now,
         b"0.1 sys_tag %d 127.0.0.1 too few" % now,
@@ -131,6 +140,7 @@ def test_every_shipped_key_has_a_field_index_of_its_own() -> None:
     assert content["token"] == '${field_search.value == "text" ? local.sls_token : null}'
     assert set(indexed_fields().values()) <= FIELD_TYPES
     assert indexed_fields()[ORIGINAL_TIME_KEY] == "long"  # a unix time: range queries
+    assert indexed_fields()[MULTILINE_LINES_KEY] == "long"  # a count
 
 
 def test_full_text_index_with_the_console_s_delimiters() -> None:

@@ -30,6 +30,7 @@ from .fields import AddFields, Remove, Rename
 from .filters import Filter
 from .mask import Mask
 from .model import DROPPED, ERROR, MASKED, Log, Processor
+from .multiline import Multiline
 from .options import ProcessorConfig
 from .parsers import ParseJson, ParseKeyValue, ParseRegex
 from .patterns import compile_pattern
@@ -40,8 +41,10 @@ _MSG_ONLY = frozenset((MSG_KEY,))
 MsgStage = Callable[[bytes], "bytes | None"]  # a line's message -> the message to ship, or None: dropped
 
 
-def make_processor(config: ProcessorConfig) -> Processor:
+def make_processor(config: ProcessorConfig) -> Processor | Multiline:
     kind, name, options = config.type, config.name, config.options
+    if kind == "multiline":
+        return Multiline(name, options)  # type: ignore[arg-type]
     if kind in ("drop", "keep"):
         return Filter(name, options, keep=kind == "keep")  # type: ignore[arg-type]
     makers = {
@@ -65,13 +68,23 @@ class PrefixPlan(NamedTuple):
 
 
 class Chain:
-    def __init__(self, processors: Iterable[Processor], counts: Counter) -> None:
-        self.processors = tuple(processors)
+    def __init__(self, processors: Iterable[Processor | Multiline], counts: Counter) -> None:
+        chosen = tuple(processors)
+        # Joining comes first, wherever it is listed: the other processors see the joined message.
+        self.multilines = tuple(p for p in chosen if isinstance(p, Multiline))
+        self.processors: tuple[Processor, ...] = tuple(p for p in chosen if not isinstance(p, Multiline))
         self._counts = counts
         touched = [_touches(p) for p in self.processors]
         self.separable = all(t is not None and (t <= _MSG_ONLY or MSG_KEY not in t) for t in touched)
         self.prefix_group = tuple(p for p, t in zip(self.processors, touched) if t is not None and MSG_KEY not in t)
         self.msg_group = tuple(p for p, t in zip(self.processors, touched) if t is not None and t <= _MSG_ONLY)
+
+    def multiline_for(self, app_name: bytes) -> Multiline | None:
+        """The multiline processor for lines of ``app_name`` (the first that applies), or None."""
+        for multiline in self.multilines:
+            if multiline.applies_to(app_name):
+                return multiline
+        return None
 
     def run(self, log: Log) -> bool:
         """Every processor in order on ``log``, in place, counting; False if it was dropped."""
@@ -178,11 +191,14 @@ def _counting_stage(counts: Counter, per_line: tuple, then: MsgStage | None) -> 
 class ChainSet:
     """Every tag's chain, built on first use; ``counts`` holds ``(processor, result) -> n``."""
 
-    def __init__(self, processors: list[tuple[Processor, frozenset[str]]], counts: Counter | None = None) -> None:
+    def __init__(
+        self, processors: list[tuple[Processor | Multiline, frozenset[str]]], counts: Counter | None = None
+    ) -> None:
         self._processors = processors  # each with its tags; an empty set means every tag
         self._chains: dict[str | None, Chain | None] = {}
         self.counts: Counter = Counter() if counts is None else counts
         self.names = [processor.name for processor, _ in processors]
+        self.joins = any(isinstance(processor, Multiline) for processor, _ in processors)
         self._masks = [processor for processor, _ in processors if isinstance(processor, Mask)]
         words = sorted({word for mask in self._masks for word in mask.words})
         # One case-insensitive RE2 pass over the chunk for every mask's words: cheaper than lowering
@@ -228,7 +244,8 @@ class ChainSet:
                 continue
             # Lines that did not parse have no prefix to plan: they take the readable path.
             how = {id(p): " (once per line prefix)" for p in chain.prefix_group} if chain.separable and tag is not None else {}
-            out.append((tag, [p.name + how.get(id(p), "") for p in chain.processors]))
+            joins = [f"{m.name} (multiline, before the others)" for m in chain.multilines if tag is not None]
+            out.append((tag, joins + [p.name + how.get(id(p), "") for p in chain.processors]))
         return out
 
 

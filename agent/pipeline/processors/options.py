@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from .patterns import PatternError, compile_pattern
+from .multiline import PRESETS as MULTILINE_PRESETS
 from .presets import MASK_PRESETS
 
 CONFLICT_POLICIES = ("skip", "overwrite")
@@ -188,9 +189,42 @@ class ParseKvOptions(ParserOptions):
         return problems
 
 
+@dataclass(frozen=True)
+class MultilineOptions:
+    """``multiline``: join a source's lines that make one event (a stack trace) into one log.
+
+    Give a ``preset``, or a ``continuation`` pattern and optionally a ``start``
+    pattern (:mod:`.multiline` says how they are used).
+    """
+
+    preset: str | None = None  # java, python, go
+    continuation: str | None = None  # RE2, searched: a line it matches joins its source's open group
+    start: str | None = None  # RE2, searched: a line it matches starts a group; unset: any line may
+    apps: tuple[str, ...] = ()  # only lines whose app-name is listed; () = every line
+    flush_ms: int = 1000  # a group ships this long after its last line, if nothing ended it before
+    max_lines: int = 500  # a group is cut (and counted) at this many lines ...
+    max_bytes: int = 262144  # ... or when its message would pass this many bytes
+
+    def problems(self, where: str) -> list[str]:
+        problems: list[str] = []
+        if (self.preset is None) == (self.continuation is None):
+            problems.append(f"{where.rstrip('.')}: give a preset or a continuation pattern (one of them)")
+        if self.preset is not None and self.preset not in MULTILINE_PRESETS:
+            problems.append(f"{where}preset: unknown preset {self.preset!r}; known: {', '.join(MULTILINE_PRESETS)}")
+        if self.start is not None and self.continuation is None:
+            problems.append(f"{where}start: needs a continuation pattern too")
+        for name in ("continuation", "start"):
+            if getattr(self, name) is not None:
+                _check_pattern(f"{where}{name}", getattr(self, name), problems)
+        for name, lowest in (("flush_ms", 1), ("max_lines", 2), ("max_bytes", 1024)):
+            if getattr(self, name) < lowest:
+                problems.append(f"{where}{name}: must be at least {lowest}")
+        return problems
+
+
 Options = Union[
     FilterOptions, MaskOptions, AddFieldsOptions, RenameOptions, RemoveOptions,
-    ParseJsonOptions, ParseRegexOptions, ParseKvOptions,
+    ParseJsonOptions, ParseRegexOptions, ParseKvOptions, MultilineOptions,
 ]
 
 OPTIONS_BY_TYPE: dict[str, type] = {
@@ -203,6 +237,7 @@ OPTIONS_BY_TYPE: dict[str, type] = {
     "parse_json": ParseJsonOptions,
     "parse_regex": ParseRegexOptions,
     "parse_kv": ParseKvOptions,
+    "multiline": MultilineOptions,
 }
 
 

@@ -18,6 +18,7 @@ from agent.pipeline.processors.options import (
     AddFieldsOptions,
     FilterOptions,
     MaskOptions,
+    MultilineOptions,
     ParseJsonOptions,
     ParseKvOptions,
     ParseRegexOptions,
@@ -313,6 +314,13 @@ def test_patterns_are_linear_time_and_refuse_what_re2_cannot_do() -> None:
         ("parse_regex", ParseRegexOptions(pattern=r"(\w+)"), "pattern: needs at least one named group"),
         ("parse_kv", ParseKvOptions(kv_separator="=="), "kv_separator: must be one character"),
         ("parse_kv", ParseKvOptions(pair_separator="="), "must differ"),
+        ("multiline", MultilineOptions(), "give a preset or a continuation pattern"),
+        ("multiline", MultilineOptions(preset="java", continuation="^x"), "give a preset or a continuation"),
+        ("multiline", MultilineOptions(preset="ruby"), "preset: unknown preset 'ruby'; known: java, python, go"),
+        ("multiline", MultilineOptions(continuation="(a"), "continuation: not a pattern RE2 accepts"),
+        ("multiline", MultilineOptions(preset="go", start="^x"), "start: needs a continuation pattern too"),
+        ("multiline", MultilineOptions(preset="java", max_lines=1), "max_lines: must be at least 2"),
+        ("multiline", MultilineOptions(preset="java", flush_ms=0), "flush_ms: must be at least 1"),
     ],
 )
 def test_option_problems(kind: str, options, problem: str) -> None:
