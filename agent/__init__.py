@@ -1,3 +1,3 @@
 """slsfwd: a Logtail-compatible log forwarder for Alibaba Cloud Log Service."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

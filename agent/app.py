@@ -313,6 +313,7 @@ class Agent:
         self._linger_timer = None
         if not self.queue.unread:  # else a line that continues an open group may be waiting in the queue
             self.joiner.flush_expired(early_s=GRID_S)
+            publish_join_counts(self.joiner.counts, self._totals.publish)
         self.batcher.close_expired(early_s=GRID_S)  # the timer fired on the grid, before the deadline
         self._arm_linger()
 
@@ -377,6 +378,7 @@ class Agent:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
         self.joiner.flush_all()  # open multiline groups ship with the rest
+        publish_join_counts(self.joiner.counts, self._totals.publish)
         self.batcher.close_all()
         if durable:
             self.shipper.stop_retrying()

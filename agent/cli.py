@@ -67,9 +67,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiohttp and the SDK log per request at INFO/DEBUG: that would feed back through rsyslog.
-    for noisy in ("aiohttp", "aliyun"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The SDK logs per request at INFO/DEBUG: that would feed back through rsyslog.
+    logging.getLogger("aliyun").setLevel(logging.WARNING)
 
 
 def _run(config: Config, path: Path) -> int:

@@ -10,7 +10,9 @@ The SDK calls ``get_credentials()`` synchronously while signing, so the RAM
 role provider never does I/O there: a background task keeps the cached
 credentials fresh (a few minutes before ``Expiration``), the shipper asks for
 an immediate refresh after an auth error, and a metadata-service blip keeps
-the last good credentials. Secrets never appear in logs or errors.
+the last good credentials. Secrets never appear in logs or errors. The metadata
+service is called through the agent's own HTTP/1.1 client (:mod:`.http.client`),
+the one PutLogs uses.
 """
 
 from __future__ import annotations
@@ -20,15 +22,16 @@ import calendar
 import json
 import logging
 import random
+import ssl
 import time
 from dataclasses import dataclass
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from agent.ops import metrics
 from agent.ops.selflog import RateLimitedLog
 from agent.ops.supervise import spawn
 
+from .http.client import Http1Client, HttpError, Response
 from .sdk import Credentials, CredentialsProvider, StaticCredentialsProvider
 
 log = logging.getLogger("slsfwd.credentials")
@@ -59,7 +62,7 @@ class EcsRamRoleProvider(CredentialsProvider):
         self._clock = clock
         self._credentials: Credentials | None = None
         self._expiration = 0.0
-        self._session: aiohttp.ClientSession | None = None
+        self._http: Http1Client | None = None
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._last_forced = 0.0
@@ -88,8 +91,9 @@ class EcsRamRoleProvider(CredentialsProvider):
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def force_refresh(self) -> None:
         """After an auth error: refresh now (but not in a tight loop)."""
@@ -141,47 +145,57 @@ class EcsRamRoleProvider(CredentialsProvider):
         log.info("RAM role %s: credentials valid until %s", self.settings.role, _iso(expiration))
 
     async def _fetch(self) -> dict:
-        session = self._client()
-        base = self.settings.metadata_url.rstrip("/")
-        headers = {}
-        token = await self._metadata_token(session, base)
+        headers = []
+        token = await self._metadata_token()
         if token:
-            headers["X-aliyun-ecs-metadata-token"] = token
-        url = f"{base}{ROLE_PATH}{self.settings.role}"
+            headers.append(("X-aliyun-ecs-metadata-token", token))
         try:
-            async with session.get(url, headers=headers) as response:
-                body = await response.read()
-                if response.status != 200:
-                    raise CredentialsUnavailable(f"metadata service answered HTTP {response.status} for role {self.settings.role}")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise CredentialsUnavailable(f"metadata service unreachable: {type(exc).__name__}") from None
+            response = await self._call("GET", ROLE_PATH + self.settings.role, headers)
+        except HttpError as exc:
+            raise CredentialsUnavailable(f"metadata service unreachable: {exc}") from None
+        if response.status != 200:
+            raise CredentialsUnavailable(f"metadata service answered HTTP {response.status} for role {self.settings.role}")
         try:
-            return json.loads(body.decode("utf-8"))
+            return json.loads(response.body.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError included
             raise CredentialsUnavailable("metadata service answered something that is not JSON") from None
 
-    async def _metadata_token(self, session: aiohttp.ClientSession, base: str) -> str | None:
+    async def _metadata_token(self) -> str | None:
         """IMDSv2: a session token; required in hardened mode, used when available otherwise."""
         try:
-            async with session.put(
-                base + TOKEN_PATH, headers={"X-aliyun-ecs-metadata-token-ttl-seconds": str(TOKEN_TTL_S)}
-            ) as response:
-                body = await response.read()
-                if response.status == 200:
-                    token = body.decode("ascii", "strict").strip()
-                    if token:
-                        return token
-                problem = f"HTTP {response.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, UnicodeDecodeError) as exc:
-            problem = type(exc).__name__
+            response = await self._call("PUT", TOKEN_PATH, [("X-aliyun-ecs-metadata-token-ttl-seconds", str(TOKEN_TTL_S))])
+            problem = f"HTTP {response.status}"
+            if response.status == 200:
+                token = response.body.decode("ascii", "strict").strip()
+                if token:
+                    return token
+        except HttpError as exc:
+            problem = str(exc)
+        except UnicodeDecodeError:
+            problem = "a token that is not ASCII"
         if self.settings.imdsv1_disabled:
             raise CredentialsUnavailable(f"cannot get a metadata token (hardened mode): {problem}")
         return None
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
-        return self._session
+    async def _call(self, method: str, path: str, headers: list[tuple[str, str]]) -> Response:
+        """One request to the metadata service (its URL's path, if any, is the prefix of ``path``)."""
+        url = urlsplit(self.settings.metadata_url)
+        https = url.scheme == "https"
+        try:
+            port = url.port or (443 if https else 80)
+        except ValueError:
+            raise HttpError("sls.ecs_metadata_url has a bad port") from None
+        authority = url.netloc.rpartition("@")[2]
+        if self._http is None:
+            self._http = Http1Client(
+                ssl_context=ssl.create_default_context() if https else None,
+                connect_timeout_s=self.settings.timeout_s, request_timeout_s=self.settings.timeout_s, max_idle=1,
+            )
+        headers = [("Host", authority), *headers]
+        if method != "GET":
+            headers.append(("Content-Length", "0"))
+        target = url.path.rstrip("/") + path
+        return await self._http.request(url.hostname or "", port, method, target, headers, b"")
 
 
 def parse_role_document(doc: object) -> tuple[Credentials, float]:

@@ -169,7 +169,7 @@ class Joiner:
                 self._ship(entry)
         if state is None:  # not a continuation (or a cut one): does it start a group?
             rules = line.rules
-            state = rules.start(msg) if rules.starts else rules.default_state
+            state = rules.start(msg) if rules.starts and msg[:1] in rules.start_first else rules.default_state
             if state is None:
                 if entry is not None:
                     del self._open[source]
@@ -215,6 +215,10 @@ class Joiner:
             if len(group.lines) > 1:  # type: ignore[union-attr]
                 self.counts[group.multiline.name, TIMER_FLUSHES] += 1
             self._ship(group)  # type: ignore[arg-type]
+
+    @property
+    def open_groups(self) -> int:
+        return len(self._open)
 
     def flush_all(self) -> None:
         """Ship every open group (shutdown, reload)."""

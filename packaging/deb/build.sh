@@ -80,7 +80,7 @@ else
     say "warning: strip (binutils) not found; extension modules keep their debug symbols"
 fi
 [ -x "$VENV/bin/slsfwd" ] || die "pip did not install slsfwd into the venv"
-"$VPY" -I -B -c 'import agent.app, agent.cli, aiohttp, lz4.block, prometheus_client, uvloop, aliyun.log' \
+"$VPY" -I -B -c 'import agent.app, agent.cli, lz4.block, prometheus_client, uvloop, aliyun.log' \
     || die "the staged venv cannot import the agent"
 "$VPY" -I -m pip list --isolated --disable-pip-version-check --format=freeze --exclude pip --exclude setuptools \
     > "$WORK/bundled.txt"

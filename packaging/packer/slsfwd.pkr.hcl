@@ -38,7 +38,7 @@ variable "instance_type" {
 
 variable "slsfwd_version" {
   type        = string
-  default     = "0.2.0"
+  default     = "0.3.0"
   description = "Which dist/slsfwd_<version>_amd64.deb to install (agent/__init__.py's __version__)."
 }
 

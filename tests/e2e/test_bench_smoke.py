@@ -55,3 +55,8 @@ def test_kill9_benchmark_runs_and_checks_its_promises() -> None:
     out = run_module("bench.bench_kill9", "--repeat", "1", "--transport", "relp", "--lines", "4000",
                      "--seconds", "1", "--kill-at", "0.5", "--down", "1")
     assert "| relp | 1 | 0 |" in out and "relp: lost median 0 " in out
+
+
+def test_multiline_benchmark_runs_and_checks_each_trace_is_one_log() -> None:
+    out = run_module("bench.bench_multiline", "--lines", "20000", "--repeat", "1")
+    assert "java" in out

@@ -164,7 +164,7 @@ def _free_port() -> int:
 async def _ship_through_standin_as_slsfwd(workdir: Path) -> None:
     """`slsfwd run` from the package, as the user slsfwd, shipping one line to the PutLogs stand-in.
 
-    This goes through every bundled dependency on the shipping path (uvloop, aiohttp, lz4, the
+    This goes through every bundled dependency on the shipping path (uvloop, lz4, prometheus-client, the
     SDK's signing, protobuf), where `check` and `version` import almost nothing.
     """
     port, metrics_port = _free_port(), _free_port()

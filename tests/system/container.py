@@ -33,6 +33,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -197,12 +198,17 @@ def deb_version(deb: Path) -> str:
 
 
 def standin_python(deb: Path) -> Path:
-    """The .deb's venv unpacked on the host: Python with aiohttp, lz4 and the SLS SDK for the stand-in."""
+    """The .deb's venv unpacked on the host: Python with lz4 and the SLS SDK for the stand-in, plus
+    aiohttp (its server), a test dependency the agent does not bundle, installed into the unpacked copy."""
     target = deb.parent / "unpacked"
     with cache_lock():
         if not target.is_dir():
             unpacking = Path(tempfile.mkdtemp(prefix="unpacking-", dir=deb.parent))
             run_host(["dpkg-deb", "-x", str(deb), str(unpacking)])
+            (site,) = (unpacking / "opt" / "slsfwd" / "lib").glob("python3.*/site-packages")
+            run_host([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                      "--only-binary=:all:", "--python-version", site.parent.name.removeprefix("python"),
+                      "--target", str(site), "aiohttp>=3.9"])
             unpacking.rename(target)
     return target / "opt" / "slsfwd"
 

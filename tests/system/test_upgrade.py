@@ -25,28 +25,29 @@ from tests.system.container import (
 
 pytestmark = pytest.mark.system
 
-RELEASED = "dc8a71d"  # slsfwd 0.1.0
+RELEASES = {"0.1.0": "dc8a71d", "0.2.0": "dc0867e"}  # version -> its commit (CHANGELOG.md)
 
 
-def test_upgrading_from_0_1_0_keeps_its_spool_restarts_and_delivers_everything(
-    fresh_container: Container, artefacts: Artefacts
+@pytest.mark.parametrize("released", list(RELEASES))
+def test_upgrading_keeps_the_spool_restarts_and_delivers_everything(
+    fresh_container: Container, artefacts: Artefacts, released: str
 ) -> None:
     container = fresh_container
-    old = release_deb(RELEASED)
-    assert deb_version(old) == "0.1.0"
+    old = release_deb(RELEASES[released])
+    assert deb_version(old) == released
     new_version = deb_version(artefacts.deb)
-    assert new_version != "0.1.0"
+    assert new_version != released
     standin = Standin(container)
     standin.install()
     add_todo_list_app(container)
     install_package(container, old)
     configure_agent(container, agent_config(standin))
-    assert container.run("slsfwd", "version").stdout.strip() == "slsfwd 0.1.0"
+    assert container.run("slsfwd", "version").stdout.strip() == f"slsfwd {released}"
 
-    # SLS is unreachable (the stand-in is not started), so 0.1.0 keeps what it receives in its spool.
-    lines = [f"spooled-by-0.1.0-{i:04d}" for i in range(1000)]
+    # SLS is unreachable (the stand-in is not started), so the old release keeps what it receives in its spool.
+    lines = [f"spooled-by-{released}-{i:04d}" for i in range(1000)]
     send_to_agent(container, lines)
-    wait_until(lambda: metric(container, "slsfwd_spool_backlog_lines") >= len(lines), 15, "0.1.0 to spool the lines")
+    wait_until(lambda: metric(container, "slsfwd_spool_backlog_lines") >= len(lines), 15, f"{released} to spool the lines")
     before = main_pid(container)
 
     # As packaging/README.md says for a config the admin rewrote: keep it (--force-confold).

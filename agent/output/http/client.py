@@ -5,7 +5,7 @@ Why not aiohttp's client, which the agent used before: a PutLogs request through
 the everyday rate (1,000 lines/s, a request per LogGroup every ``linger_ms``)
 requests were a fifth of the agent's CPU. Most of it was generality PutLogs does
 not need: cookies, redirects, proxies, tracing, URL objects, multi-dicts. The
-bytes of HTTP are :mod:`agent.httpwire`'s; this module is the I/O shell: one
+bytes of HTTP are :mod:`.wire`'s; this module is the I/O shell: one
 request at a time per connection, idle connections kept for reuse.
 
 A kept connection the server closed meanwhile is noticed (EOF while idle) and

@@ -5,6 +5,7 @@ Only what a PutLogs client meets (RFC 9112): a response's body is framed by
 connection; 1xx answers are skipped; 204 and 304 have no body. Anything else
 malformed (a bad status line, folded or nameless headers, conflicting lengths,
 an oversized head or body) is an :class:`HttpProtocolError`, never a guess.
+The header grammar is :mod:`agent.ops.httphead`'s, shared with the status listener.
 
 Hand-written because it is on a measured path: h11 spent 0.2 ms of CPU per
 request validating and tracking state (half of a whole PutLogs request), and
@@ -16,16 +17,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from agent.ops.httphead import (
+    HttpProtocolError,
+    content_length,
+    format_head,
+    keeps_alive,
+    parse_header_lines,
+)
+
+__all__ = ["HttpProtocolError", "Response", "ResponseParser", "format_request"]
+
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 8 * 1024 * 1024  # PutLogs answers are empty or a small JSON error
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: [^\r\n]*)?")
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?")
-
-
-class HttpProtocolError(Exception):
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,13 +44,7 @@ class Response:
 
 def format_request(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
     """The request line and headers (the caller includes Host and Content-Length)."""
-    lines = [f"{method} {target} HTTP/1.1\r\n"]
-    for name, value in headers:
-        if "\r" in value or "\n" in value or "\0" in value or not _TOKEN.fullmatch(name.encode("latin-1")):
-            raise ValueError(f"header {name!r} cannot be sent as is")
-        lines.append(f"{name}: {value}\r\n")
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    return format_head(f"{method} {target} HTTP/1.1", headers)
 
 
 class ResponseParser:
@@ -95,13 +95,12 @@ class ResponseParser:
             status, minor = _status(lines[0])
             if 100 <= status < 200:
                 continue  # informational (100 Continue): the real answer follows
-            headers = _headers(lines[1:])
+            headers = parse_header_lines(lines[1:])
             self._start_body(status, minor, headers)
             return True
 
     def _start_body(self, status: int, minor: int, headers: dict[str, str]) -> None:
-        connection = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        keep_alive = "close" not in connection if minor == 1 else "keep-alive" in connection
+        keep_alive = keeps_alive(minor, headers)
         coding = headers.get("transfer-encoding", "")
         if status in (204, 304):
             self._framing, self._remaining = "length", 0
@@ -110,7 +109,7 @@ class ResponseParser:
                 raise HttpProtocolError(f"unsupported transfer-encoding {coding!r}")
             self._framing = "chunked"
         elif "content-length" in headers:
-            self._framing, self._remaining = "length", _content_length(headers["content-length"])
+            self._framing, self._remaining = "length", content_length(headers["content-length"])
             if self._remaining > MAX_BODY_BYTES:
                 raise HttpProtocolError("response body too large")
         else:
@@ -178,21 +177,3 @@ def _status(line: bytes) -> tuple[int, int]:
         raise HttpProtocolError(f"malformed status line {line[:80]!r}")
     return int(match.group(2)), int(match.group(1))
 
-
-def _headers(lines: list[bytes]) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.fullmatch(name):
-            raise HttpProtocolError(f"malformed header line {line[:80]!r}")  # folded lines too
-        key = name.decode("latin-1").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    return headers
-
-
-def _content_length(value: str) -> int:
-    values = {v.strip() for v in value.split(",")}
-    if len(values) != 1 or not (next(iter(values)).isascii() and next(iter(values)).isdigit()):
-        raise HttpProtocolError(f"bad content-length {value!r}")
-    return int(values.pop())

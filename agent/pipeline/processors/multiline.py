@@ -50,6 +50,7 @@ class Rules:
     # Every byte a line that some state takes may begin with (an empty line passes too): a line
     # whose first byte is not here continues nothing, and costs no pattern.
     follow_first: bytes = ANY_FIRST
+    start_first: bytes = ANY_FIRST  # the same for lines that a start pattern matches
 
     def start(self, msg: bytes) -> str | None:
         """The state of a group that ``msg`` starts, or None: it stands alone."""
@@ -72,7 +73,7 @@ def _re(pattern: bytes) -> Matcher:
 
 def _java() -> Rules:
     frame = _re(
-        rb"%s+at |%s*\.\.\. \d+ (?:more|common frames omitted)|Caused by: |%s*Suppressed: " % (_WS, _WS, _WS)
+        rb"%s+at |%s*\.\.\. \d+ (?:more|common frames omitted)|%s*Caused by: |%s*Suppressed: " % (_WS, _WS, _WS, _WS)
     )
     return Rules(
         starts=(), default_state="event", follows={"event": ((frame, "event"),)}, follow_first=_WS_FIRST + b".CS",
@@ -87,12 +88,15 @@ def _python() -> Rules:
     chained = _re(rb"During handling of the above exception|The above exception was the direct cause")
     return Rules(
         starts=((traceback, "frames"),),
+        start_first=b"T",
         default_state=None,
+        # The blank lines around "During handling ..." are optional: journald stores no entry for an
+        # empty line, so through journald they never arrive.
         follows={
             "frames": ((indented, "frames"), (exception, "raised")),
-            "raised": ((blank, "gap"),),
+            "raised": ((blank, "gap"), (chained, "chained")),
             "gap": ((chained, "chained"),),
-            "chained": ((blank, "chained_gap"),),
+            "chained": ((blank, "chained_gap"), (traceback, "frames")),
             "chained_gap": ((traceback, "frames"),),
         },
         tentative=frozenset({"gap", "chained", "chained_gap"}),
@@ -109,7 +113,7 @@ def _go() -> Rules:
     )
     takes = ((blank, "blank"), (trace, "trace"))
     return Rules(
-        starts=((begins, "trace"),), default_state=None,
+        starts=((begins, "trace"),), start_first=b"pfg", default_state=None,
         follows={"trace": takes, "blank": takes}, tentative=frozenset({"blank"}),
     )
 
