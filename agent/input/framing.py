@@ -97,8 +97,8 @@ class LineFramer:
         if last < 0:
             return self._buffer_partial(data)
         if self._partial:
-            self._partial += data[: last + 1]
-            complete = bytes(self._partial)
+            # One copy: the line's head and the rest of this read joined straight into the chunk.
+            complete = b"".join((self._partial, memoryview(data)[: last + 1]))
             self._partial.clear()
         elif last == len(data) - 1:
             complete = data

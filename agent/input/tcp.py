@@ -32,6 +32,16 @@ log = logging.getLogger("slsfwd.receive")
 COALESCE_BELOW_BYTES = 16384
 # A held read goes out alone if no read follows the end of its pause this soon.
 HELD_ALONE_AFTER_S = 0.02
+# A busy connection is paced to reads of about this size: after a read, it is not read again
+# until about this much has arrived at its rate (at most read_coalesce_ms). A read at least this
+# large found the kernel's buffer full or nearly (uvloop reads up to 256,000 bytes at a time),
+# so more is waiting and no pause follows: pacing never slows a connection the agent lags.
+BUSY_READ_BYTES = 192 * 1024
+# Shorter pauses are not worth their timer: at such rates reads come back nearly full anyway.
+BUSY_MIN_PAUSE_S = 0.002
+# Nor longer ones: a rate misjudged low (the sender stalled a moment) must not leave much more
+# than BUSY_READ_BYTES in the kernel, where it fills the socket's buffer and stalls the sender.
+BUSY_MAX_PAUSE_S = 0.1
 
 
 class LineReceiver(Listener):
@@ -85,7 +95,8 @@ class LineReceiver(Listener):
 
 
 class _Connection(asyncio.Protocol):
-    __slots__ = ("receiver", "framer", "transport", "peer", "_open", "_coalescing", "_held", "_held_deadline")
+    __slots__ = ("receiver", "framer", "transport", "peer", "_open", "_coalescing", "_held", "_held_deadline",
+                 "_loop", "_last_read_at")
 
     def __init__(self, receiver: LineReceiver) -> None:
         self.receiver = receiver
@@ -96,9 +107,13 @@ class _Connection(asyncio.Protocol):
         self._coalescing: asyncio.TimerHandle | None = None
         self._held: list[bytes] = []  # the small read that began a coalescing pause
         self._held_deadline: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_read_at = 0.0  # loop time of the last read that was not held
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()  # once: each get_running_loop() is a getpid() here
+        self._last_read_at = self._loop.time()
         if not self.receiver.admit(self, transport):
             return
         self._open = True
@@ -112,22 +127,41 @@ class _Connection(asyncio.Protocol):
         held = self._take_held()  # after a pause: delivered with this read, as one chunk
         if held:
             data = b"".join([*held, data])
-        if len(data) < COALESCE_BELOW_BYTES and self.receiver.coalesce_s:
+        coalesce_s = self.receiver.coalesce_s
+        if not coalesce_s:
+            self._receive(data)
+            return
+        now = self._loop.time()
+        since_last_read, self._last_read_at = now - self._last_read_at, now
+        if len(data) < COALESCE_BELOW_BYTES:
             # A small read means a low rate: wait a moment so the next wake-up reads many
             # lines at once. Waking per line is what makes a naive agent cost 7% of a core.
-            self._pause_to_coalesce()
+            self._pause_for(coalesce_s)
             if not held:
                 # Held too, and delivered with the next read: alone, it would cost the spool
                 # another sync and the consumer another wake-up. (Like the bytes waiting in
                 # the kernel meanwhile, a kill -9 loses it: at most read_coalesce_ms.)
                 self._held.append(data)
                 return
+            self._receive(data)
+            return
         self._receive(data)
+        if len(data) < BUSY_READ_BYTES and not held:
+            # A busy connection the agent keeps up with: each read would take what one write of
+            # the sender brought (about 32 KB, 300 wake-ups a second at 10 MB/s). Pause until
+            # about BUSY_READ_BYTES have arrived at the rate this read shows, at most
+            # read_coalesce_ms: the same bound on what waits in the kernel as after a small read.
+            # (Not after a held read: that is a slow connection's pause ending, paced already.)
+            pause = min(coalesce_s, BUSY_MAX_PAUSE_S, BUSY_READ_BYTES * since_last_read / len(data))
+            if pause >= BUSY_MIN_PAUSE_S:
+                self._pause_for(pause)
 
-    def _pause_to_coalesce(self) -> None:
+    def _pause_for(self, seconds: float) -> None:
+        if self.transport.is_closing():
+            return
         self.transport.pause_reading()
-        loop = asyncio.get_running_loop()
-        self._coalescing = loop.call_at(on_grid(loop.time(), self.receiver.coalesce_s), self._coalesce_done)
+        loop = self._loop
+        self._coalescing = loop.call_at(on_grid(loop.time(), seconds), self._coalesce_done)
 
     def _receive(self, data: bytes) -> None:
         stats = self.framer.stats
@@ -185,7 +219,7 @@ class _Connection(asyncio.Protocol):
         self._coalescing = None
         if self._held:
             # Delivered with the read this resumption brings, or alone if none comes soon.
-            self._held_deadline = asyncio.get_running_loop().call_later(HELD_ALONE_AFTER_S, self._release_held)
+            self._held_deadline = self._loop.call_later(HELD_ALONE_AFTER_S, self._release_held)
         if not self.receiver.backpressured and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 

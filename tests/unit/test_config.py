@@ -184,6 +184,8 @@ def test_empty_config_is_all_defaults():
         (lambda c: c.batch.max_logs, 4096),
         (lambda c: c.batch.max_bytes, 524288),
         (lambda c: c.batch.linger_ms, 2000),
+        (lambda c: c.batch.window_bytes, 4194304),
+        (lambda c: c.spool.read_ahead_bytes, 2097152),
         (lambda c: c.spool.dir, "/var/lib/slsfwd"),
         (lambda c: c.spool.type, "disk"),
         (lambda c: c.spool.max_bytes, 1073741824),
@@ -197,6 +199,18 @@ def test_documented_defaults(get, expected):
     value = get(loads(MINIMAL_SLS, env={}))
     assert value == expected
     assert type(value) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "batch, window",
+    [
+        ("max_bytes = 1048576", 4194304),  # the default window holds it four times
+        ("max_bytes = 5242880", 10485760),  # larger LogGroups: twice batch.max_bytes, never a config error
+        ("max_bytes = 5242880\nwindow_bytes = 6000000", 6000000),  # set: taken as it is
+    ],
+)
+def test_the_default_window_holds_two_log_groups_at_least(batch, window):
+    assert loads(MINIMAL_SLS + f"\n[batch]\n{batch}\n", env={}).batch.window_bytes == window
 
 
 def test_route_project_and_topic_default_to_empty():

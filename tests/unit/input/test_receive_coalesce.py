@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from agent.input.tcp import COALESCE_BELOW_BYTES, LineReceiver
+from agent.input.tcp import BUSY_READ_BYTES, COALESCE_BELOW_BYTES, LineReceiver
 from agent.ops.wakeups import GRID_S
 from agent.spool.queue import MemoryQueue
 
@@ -115,11 +115,33 @@ async def test_a_busy_connection_is_never_paused() -> None:
         receiver.stop_accepting()
         receiver.close_connections()
     assert sum(p.count(b"\n") for _, p in chunks) == total
-    # Reads of at least COALESCE_BELOW_BYTES start no pause; at most the last, short one does.
-    # A pause anywhere else would hold up everything behind it for a whole pause.
+    # Reads of at least COALESCE_BELOW_BYTES start no coalescing pause, and a busy connection's
+    # pause lasts until about BUSY_READ_BYTES arrived at its rate: here far less than a window.
+    # A whole pause anywhere but after the last, short read would hold up everything behind it.
     gaps = [round(b[0] - a[0], 3) for a, b in zip(chunks, chunks[1:])]
     assert all(gap < shortest_pause(coalesce_ms) for gap in gaps[:-1]), gaps
     assert len(chunks) > 2, "the stream should have taken several reads"
+
+
+async def test_a_busy_connection_is_read_in_few_large_reads() -> None:
+    receiver, queue, port = await _receiver(coalesce_ms=500)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    block = (b"y" * 511 + b"\n") * 64  # 32 KiB a write, as a busy rsyslog action sends
+    writes = 48
+    try:
+        for _ in range(writes):  # about 3 MB/s: each write its own read if nothing paces them
+            writer.write(block)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        chunks = await _chunks_until(queue, writes * 64, timeout=10)
+    finally:
+        writer.close()
+        receiver.stop_accepting()
+        receiver.close_connections()
+    assert b"".join(p for _, p in chunks) == block * writes
+    # Paced to reads of about BUSY_READ_BYTES (6 writes), the 48 writes take a dozen reads, not 48.
+    assert BUSY_READ_BYTES > 2 * len(block)
+    assert len(chunks) <= writes // 2, [len(p) for _, p in chunks]
 
 
 @pytest.mark.parametrize("coalesce_ms", [0, 500])
