@@ -8,6 +8,11 @@ no processors and with each configuration below, interleaved round by round.
 The cost of a configuration is its median time a line minus the median with
 none, in the same run. The corpus's messages are access-log lines; a tenth of
 them are given a ``password=`` pair, so that masks have something to find.
+
+Then the end-to-end bar's configurations (``bench/processors-drop-mask.toml``)
+on the corpus as ``bench_e2e`` sends it (no secrets, as in most logs) and in
+the chunks the running agent gets under that load (256 KB), where a chunk
+that clears every mask skips them: what those processors cost the agent.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ CONFIGS = {
     "parse_json msg": 'type = "parse_json"',
 }
 DROP_PLUS_MASK = ('type = "drop"\nkey = "app-name"\nequals = "CRON"', 'type = "mask"\npresets = ["password"]')
+E2E_CHUNK_BYTES = 256_000  # what the agent's reads hold under bench_e2e's load (about 1,800 lines)
 
 
 def processors_toml(*bodies: str) -> str:
@@ -66,6 +72,16 @@ def chunks_of(n_lines: int) -> tuple[list[bytes], int]:
     chunks = [c for c in (framer.feed(data) for data in tcp_reads(b"\n".join(lines))) if c]
     tail = framer.finish()
     return chunks + ([tail] if tail else []), now
+
+
+def e2e_chunks_of(n_lines: int) -> tuple[list[bytes], int]:
+    now = int(time.time())
+    corpus, chunks, start = build_corpus(n_lines, now=now), [], 0
+    while start < len(corpus):
+        end = corpus.rfind(b"\n", start, start + E2E_CHUNK_BYTES) + 1 or len(corpus)
+        chunks.append(corpus[start:end])
+        start = end
+    return chunks, now
 
 
 def run(chunks: list[bytes], received_at: int, toml: str) -> float:
@@ -93,19 +109,25 @@ def main() -> None:
     args = parser.parse_args()
     if args.pin:
         os.sched_setaffinity(0, {0})
-    chunks, now = chunks_of(args.lines)
     configs = {name: processors_toml(body) for name, body in CONFIGS.items()}
     configs["drop app-name + mask password"] = processors_toml(*DROP_PLUS_MASK)
-    times: dict[str, list[float]] = {name: [] for name in configs}
-    for _ in range(args.repeat):
-        for name, toml in configs.items():
-            times[name].append(run(chunks, now, toml))
-    base = statistics.median(times["none"]) / args.lines
     print(f"{args.lines:,} lines, medians of {args.repeat} rounds; {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}")
+    report(*chunks_of(args.lines), configs, args.lines, args.repeat)
+    print(f"\nthe e2e corpus (no secrets) in chunks of up to {E2E_CHUNK_BYTES:,} bytes:")
+    e2e_configs = {"none": "", "drop app-name + mask password": processors_toml(*DROP_PLUS_MASK)}
+    report(*e2e_chunks_of(args.lines), e2e_configs, args.lines, args.repeat)
+
+
+def report(chunks: list[bytes], now: int, configs: dict[str, str], lines: int, repeat: int) -> None:
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeat):
+        for name, toml in configs.items():
+            times[name].append(run(chunks, now, toml))
+    base = statistics.median(times["none"]) / lines
     print(f"{'configuration':<32} {'µs/line':>8} {'cost µs/line':>13} {'lines/s':>11}")
     for name, values in times.items():
-        per_line = statistics.median(values) / args.lines
+        per_line = statistics.median(values) / lines
         print(f"{name:<32} {per_line * 1e6:>8.3f} {(per_line - base) * 1e6:>13.3f} {1 / per_line:>11,.0f}")
 
 

@@ -54,7 +54,7 @@ from .parse import (
     resolve_source,
 )
 from .processors import ChainSet
-from .processors.chain import MsgStage
+from .processors.chain import NO_STAGES, MsgStage
 from .processors.multiline import Multiline
 from .readable import ReadablePath, Router, TransformStats
 
@@ -159,7 +159,7 @@ class LineTransformer(ReadablePath):
         peer_src = peer_source(peer, self.host_ip)
         heads = self._heads_for(peer_src, now)
         # A chunk none of whose lines a mask could match: mask-only stages are not even called.
-        clean = self._chains is not None and self._chains.prepare_chunk(payload)
+        skip = NO_STAGES if self._chains is None else self._chains.prepare_chunk(payload)
         lines = payload.split(b"\n")
         if lines and not lines[-1]:
             lines.pop()
@@ -196,15 +196,15 @@ class LineTransformer(ReadablePath):
             head_bytes, head_route, head_len, stage = head
             if check_utf8 and not msg.isascii():
                 msg = self._valid_utf8(msg)
-            if stage is not None and not (clean and stage.skip_when_clean):
+            if stage is not None and stage not in skip:
                 msg = stage(msg)
                 if msg is None:
                     continue  # a processor dropped it (and counted it)
             mlen = len(msg)
             try:
                 log = b"".join((entry_headers[head_len + framed_length[mlen]], head_bytes, msg_framing[mlen], msg))
-            except IndexError:  # a message or log of 16 KiB or more: past the tables. Catching this
-                # instead of comparing lengths first saved 188 instructions a line (2 %; bench/README.md).
+            except IndexError:  # a message or log of encode.SMALL_LENGTH_LIMIT bytes or more: past the tables.
+                # Catching this instead of comparing lengths first saved 188 instructions a line (2 %; bench/README.md).
                 log = encode.log_entry(head_bytes + encode.content(_MSG_PREFIX, msg))
             if head_route is not route:
                 route = head_route
@@ -339,9 +339,12 @@ class LineTransformer(ReadablePath):
         if not chain.separable:
             return None, None, None
         multiline = chain.multiline_for(fields[3]) if self.joiner is not None else None  # by app-name
-        plan = chain.plan_prefix(dict(zip(_FAST.fields, fields)))
+        pairs = list(zip(_FAST.fields, fields))
+        plan = chain.plan_prefix(dict(pairs))
         if plan.head is None:
             return b"", plan.stage, None  # dropped: the stage counts and drops each line
+        if list(plan.head.items()) == pairs:
+            return encoded, plan.stage, multiline  # the processors left the fields as they were, and their encoding
         prefixes = self._prefixes
         encoded = b"".join(
             encode.content(prefixes.get(key) or encode.key_prefix(key), value) for key, value in plan.head.items()

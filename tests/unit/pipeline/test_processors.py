@@ -25,6 +25,7 @@ from agent.pipeline.processors.options import (
     RemoveOptions,
     RenameOptions,
 )
+from agent.pipeline.processors.mask import any_word_finder
 from agent.pipeline.processors.parsers import split_pairs
 from agent.pipeline.processors.patterns import PatternError, compile_pattern
 from agent.pipeline.processors.presets import MASK_PRESETS
@@ -327,3 +328,18 @@ def test_option_problems(kind: str, options, problem: str) -> None:
     assert isinstance(options, OPTIONS_BY_TYPE[kind])
     problems = options.problems("processors[0].")
     assert any(problem in p for p in problems), problems
+
+
+@pytest.mark.parametrize("size", [100, 20_000])  # below and above the size where the chunk test changes method
+def test_the_chunk_word_test_finds_every_preset_word_in_any_case(size: int) -> None:
+    words = sorted({word for preset in MASK_PRESETS.values() for word in preset.words})
+    holds_any = any_word_finder(words)
+    assert holds_any is not None and any_word_finder([]) is None
+    filler = (b"GET /index.html 200 ok\n" * (size // 23 + 1))[:size]
+    assert not holds_any(filler)
+    for word in words:
+        mixed = bytes(c if i % 2 else c ^ 0x20 if 97 <= c <= 122 else c for i, c in enumerate(word))
+        for variant in (word, word.upper(), mixed):
+            assert holds_any(filler + variant), variant
+            assert holds_any(variant + filler), variant
+            assert holds_any(filler[: size // 2] + variant + filler[size // 2:]), variant

@@ -18,6 +18,7 @@ from aliyun.log.proto import LogGroupRaw
 from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
 from agent.pipeline.parse import build_format_table, make_valid_utf8, peer_source
 from agent.pipeline.processors import DROPPED, ProcessorConfig, build_chain_set
+from agent.pipeline.processors.mask import Mask
 from agent.pipeline.processors.options import (
     AddFieldsOptions,
     FilterOptions,
@@ -182,3 +183,23 @@ def test_a_chunk_without_the_words_skips_masks_and_the_next_line_is_still_masked
     fast.batcher.close_all()
     msgs = [log["msg"] for batch in closed for log in decode(batch.logs)]
     assert msgs.count(b"token: ***") == 1 and len(msgs) == 41
+
+
+def test_a_big_chunk_without_the_words_never_calls_the_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    real = Mask.mask
+    monkeypatch.setattr(Mask, "mask", lambda self, value: calls.append(value) or real(self, value))
+    fast, closed = transformer([
+        ProcessorConfig("no-cron", "drop", (), FilterOptions("app-name", equals="CRON")),
+        ProcessorConfig("secrets", "mask", (), MaskOptions(presets=("password",))),
+    ])
+    clean = b"".join(line(app, f"GET /index.html {i} 200", pid=str(i % 7)) + b"\n" for i in range(100)
+                     for app in ("app", "CRON"))
+    assert len(clean) > 10_000  # the chunk test's way for big chunks
+    fast.process(clean, NOW, "127.0.0.1", Ticket(0, lambda seq: None))
+    assert calls == []  # every prefix of the chain shares one mask stage, and the chunk skips it
+    fast.process(clean + line("app", "ToKeN: abc") + b"\n", NOW, "127.0.0.1", Ticket(1, lambda seq: None))
+    fast.batcher.close_all()
+    msgs = [log["msg"] for batch in closed for log in decode(batch.logs)]
+    assert msgs.count(b"ToKeN: ***") == 1 and len(msgs) == 201
+    assert dict(fast._chains.counts) == {("no-cron", DROPPED): 200, ("secrets", "masked"): 1}
