@@ -17,21 +17,14 @@ come out as one log (lines in − 32 a trace); the exit status is 1 if not.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import platform
 import statistics
 import time
 
-from agent.config import loads
 from agent.input.framing import LineFramer
-from agent.pipeline.batch import Batcher, Ticket
-from agent.pipeline.join import Joiner
-from agent.pipeline.parse import build_format_table
-from agent.pipeline.processors import build_chain_set
-from agent.pipeline.transform import LineTransformer, Router
-from bench.bench_hotpath import DEST, HOST_IP, MAX_BYTES, MAX_LINE_BYTES, MAX_LOGS, PEER, tcp_reads
-from bench.bench_processors import processors_toml
+from bench.bench_hotpath import MAX_LINE_BYTES, tcp_reads
+from bench.bench_processors import processors_toml, run
 from bench.corpus import build_corpus, java_trace_lines, with_stack_traces
 
 JAVA_SCOPED = 'type = "multiline"\npreset = "java"\napps = ["todo-java"]'
@@ -52,28 +45,6 @@ def chunks_of(blob: bytes) -> list[bytes]:
     chunks = [c for c in (framer.feed(data) for data in tcp_reads(blob)) if c]
     tail = framer.finish()
     return chunks + ([tail] if tail else [])
-
-
-def run(chunks: list[bytes], received_at: int, toml: str) -> tuple[float, int]:
-    """(seconds, logs out) of one pass of the transform over ``chunks``."""
-    config = loads(toml, env={})
-    out = [0]
-    batcher = Batcher(max_logs=MAX_LOGS, max_bytes=MAX_BYTES, linger=2.0, clock=time.monotonic,
-                      on_close=lambda batch: out.__setitem__(0, out[0] + len(batch.logs)))
-    joiner = Joiner(batcher, time.monotonic)
-    transformer = LineTransformer(
-        formats=build_format_table({}), router=Router(DEST, {}), host_ip=HOST_IP, batcher=batcher,
-        clock=time.time, processors=build_chain_set(config.processors), joiner=joiner,
-    )
-    gc.collect()
-    started = time.perf_counter()
-    for seq, chunk in enumerate(chunks):
-        ticket = Ticket(seq, lambda s: None)
-        transformer.process(chunk, received_at, PEER, ticket)
-        ticket.seal()
-    joiner.flush_all()
-    batcher.close_all()
-    return time.perf_counter() - started, out[0]
 
 
 def main() -> int:

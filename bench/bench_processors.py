@@ -27,6 +27,7 @@ import time
 from agent.config import loads
 from agent.input.framing import LineFramer
 from agent.pipeline.batch import Batcher, Ticket
+from agent.pipeline.join import Joiner
 from agent.pipeline.parse import build_format_table
 from agent.pipeline.processors import build_chain_set
 from agent.pipeline.transform import LineTransformer, Router
@@ -84,12 +85,17 @@ def e2e_chunks_of(n_lines: int) -> tuple[list[bytes], int]:
     return chunks, now
 
 
-def run(chunks: list[bytes], received_at: int, toml: str) -> float:
+def run(chunks: list[bytes], received_at: int, toml: str) -> tuple[float, int]:
+    """(seconds, logs out) of one pass of the transform over ``chunks``, with the processors of
+    ``toml`` and the multiline joiner wired as agent/app.py wires them."""
     config = loads(toml, env={})
-    batcher = Batcher(max_logs=MAX_LOGS, max_bytes=MAX_BYTES, linger=2.0, on_close=lambda b: None, clock=time.monotonic)
+    out = [0]
+    batcher = Batcher(max_logs=MAX_LOGS, max_bytes=MAX_BYTES, linger=2.0, clock=time.monotonic,
+                      on_close=lambda batch: out.__setitem__(0, out[0] + len(batch.logs)))
+    joiner = Joiner(batcher, time.monotonic)
     transformer = LineTransformer(
         formats=build_format_table({}), router=Router(DEST, {}), host_ip=HOST_IP, batcher=batcher,
-        clock=time.time, processors=build_chain_set(config.processors),
+        clock=time.time, processors=build_chain_set(config.processors), joiner=joiner,
     )
     gc.collect()
     started = time.perf_counter()
@@ -97,8 +103,9 @@ def run(chunks: list[bytes], received_at: int, toml: str) -> float:
         ticket = Ticket(seq, lambda s: None)
         transformer.process(chunk, received_at, PEER, ticket)
         ticket.seal()
+    joiner.flush_all()
     batcher.close_all()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, out[0]
 
 
 def main() -> None:
@@ -123,7 +130,7 @@ def report(chunks: list[bytes], now: int, configs: dict[str, str], lines: int, r
     times: dict[str, list[float]] = {name: [] for name in configs}
     for _ in range(repeat):
         for name, toml in configs.items():
-            times[name].append(run(chunks, now, toml))
+            times[name].append(run(chunks, now, toml)[0])
     base = statistics.median(times["none"]) / lines
     print(f"{'configuration':<32} {'µs/line':>8} {'cost µs/line':>13} {'lines/s':>11}")
     for name, values in times.items():
