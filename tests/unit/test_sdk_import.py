@@ -49,10 +49,11 @@ for version, region in (("v1", ""), ("v4", "cn-hangzhou")):
     headers = {"Content-Type": "application/x-protobuf", "x-log-apiversion": "0.6.0", "x-log-bodyrawsize": "3"}
     ClockOffsetSigner(provider, version, region).sign("POST", "/logstores/ls/shards/lb", headers, b"abc")
     signed[version] = headers
-heavy = ("requests", "aliyun.log.logclient", "jmespath", "google.protobuf", "aliyun.log.proto")
+heavy = ("requests", "aliyun.log.logclient", "jmespath", "google.protobuf", "aliyun.log.proto",
+         "dateutil.parser._parser", "dateutil.tz", "decimal", "ctypes")
 print(json.dumps({"loaded": [m for m in heavy if m in sys.modules], "signed": signed}))
 """)
-    # dateutil stays: aliyun/log/util.py, which auth.py needs, imports it at the top.
+    # aliyun/log/util.py, which auth.py needs, binds dateutil.parser: lazily, it is never run.
     assert result["loaded"] == []
 
     v1 = result["signed"]["v1"]
@@ -80,6 +81,18 @@ print(json.dumps([
     aliyun.log.LogGroup is agent.output.sdk.log_group_raw_class(),
 ]))
 """) == ["aliyun.log.logclient", "aliyun.log.logitem", True, True]
+
+
+def test_the_lazy_dateutil_parser_loads_when_used():
+    assert _run("""
+import json
+import agent.output.sdk
+import dateutil.parser
+from aliyun.log.util import parse_timestamp
+from dateutil.parser import isoparse
+print(json.dumps([parse_timestamp("2020-01-01 00:00:00"), isoparse("2020-01-01T00:00:01Z").timestamp(),
+                  type(dateutil.parser).__name__]))
+""") == [1577836800, 1577836801.0, "module"]
 
 
 def test_resident_memory_is_well_below_the_full_sdk():

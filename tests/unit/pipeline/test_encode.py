@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.pipeline.encode import (
+    LOG_ENTRY_HEADERS,
+    SMALL_LENGTH_LIMIT,
     compress,
     content,
     encode_log,
@@ -19,6 +21,7 @@ from agent.pipeline.encode import (
     log_entry,
     log_group,
     time_field,
+    value_framing_table,
     varint,
 )
 
@@ -65,9 +68,20 @@ def test_varint_round_trip(n):
 
 
 def test_length_prefix_table_boundary():
-    for n in (16382, 16383, 16384, 16385, 10 * 1024 * 1024):
+    limit = SMALL_LENGTH_LIMIT
+    for n in (limit - 2, limit - 1, limit, limit + 1, 16382, 16383, 16384, 16385, 10 * 1024 * 1024):
         assert length_prefix(n) == varint(n)
         assert _decode_varint(length_prefix(n))[0] == n
+
+
+def test_framing_tables_hold_what_the_general_functions_build():
+    prefix = key_prefix("msg")
+    framing = value_framing_table(prefix)
+    assert len(framing) == len(LOG_ENTRY_HEADERS) == SMALL_LENGTH_LIMIT
+    for n in (0, 1, 120, 127, 128, 129, SMALL_LENGTH_LIMIT - 1):
+        value = b"v" * n
+        assert framing[n] + value == content(prefix, value)
+        assert LOG_ENTRY_HEADERS[n] + value == log_entry(value)
 
 
 # ---------------------------------------------------------------- LogGroup round trip

@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.pipeline.batch import Batch, Batcher, Destination, Ticket
+from agent.pipeline.encode import SMALL_LENGTH_LIMIT
 from agent.pipeline.parse import build_format_table, make_valid_utf8, peer_source
 from agent.pipeline.transform import LineTransformer, Router
 from tests.support import shared_data
@@ -262,9 +263,15 @@ def test_nil_msgid_cut_encodes_what_the_reference_encodes(lines, one_chunk):
     assert harness.stats.replaced_times == ref_stats.replaced_times
 
 
-@pytest.mark.parametrize("msg_len", [127, 128, 16300, 16383 - 80, 16383, 16384, 20000, 300_000])
+_LIMIT = SMALL_LENGTH_LIMIT
+
+
+# Around the tables' end for the whole log (line()'s other fields and the framing take 128
+# bytes of it) and for the message alone, and where length varints grow to three bytes.
+@pytest.mark.parametrize("msg_len", [127, 128, _LIMIT - 200, _LIMIT - 129, _LIMIT - 128, _LIMIT - 1, _LIMIT, _LIMIT + 1,
+                                     16300, 16383 - 80, 16383, 16384, 20000, 300_000])
 def test_long_messages_around_the_length_tables_match_the_reference(msg_len):
-    """Messages and logs of 16 KiB or more are past the framing tables: the general encoder."""
+    """Messages and logs of SMALL_LENGTH_LIMIT bytes or more are past the framing tables: the general encoder."""
     raw = line(msg="m" * msg_len)
     harness = Harness()
     harness.run(raw + b"\n" + raw + b"\n")
