@@ -27,7 +27,6 @@ The exit status is 1 if a run fails (lines missing, a rejection, an agent that d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -194,18 +193,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{med('catchup_peak_rss_mb'):.1f}; target <= {TARGET_RSS_MB:.0f} MB: {'met' if peak <= TARGET_RSS_MB else 'MISSED'}), "
               f"catch-up {med('catchup_s'):.1f} s ({med('catchup_lines_per_s'):,.0f} lines/s); peak RSS filling the spool "
               f"{results['summary']['fill_peak_rss_mb']:.1f} MB")
-    except e2e.Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc})", file=sys.stderr)
-        status = 130
+    except (e2e.Failure, KeyboardInterrupt) as exc:
+        status = e2e.stopped(exc)
     finally:
         procs.stop_all()
         shutil.rmtree(run_dir, ignore_errors=True)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        e2e.save_json(results, args.json)
     return status
 
 

@@ -97,6 +97,35 @@ class Failure(Exception):
     pass
 
 
+def stopped(exc: BaseException) -> int:
+    """The exit status of a benchmark run that ``exc`` (a Failure, or Ctrl-C) stopped, said on stderr."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"interrupted ({exc})", file=sys.stderr)
+        return 130
+    print(f"FAILED: {exc}", file=sys.stderr)
+    return 1
+
+
+def stop_syslogng(procs: "Procs", sng) -> None:
+    sng.stop()
+    if sng.process in procs.items:
+        procs.items.remove(sng.process)
+
+
+def written_lines(sng) -> int:
+    """The lines syslog-ng wrote to its output file, which is then removed."""
+    with open(sng.output, "rb") as f:
+        out_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    sng.output.unlink()
+    return out_lines
+
+
+def save_json(results: dict, path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(results, indent=2) + "\n")
+
+
 # ---------------------------------------------------------------- processes
 
 
@@ -450,12 +479,8 @@ def run_syslogng(procs: Procs, workdir: Path, corpus: Path, n_lines: int, n_byte
         sent = sender_result(procs, sender)
         stats = sng.stats()
     finally:
-        sng.stop()
-        if sng.process in procs.items:
-            procs.items.remove(sng.process)
-    with open(sng.output, "rb") as f:
-        out_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    sng.output.unlink()
+        stop_syslogng(procs, sng)
+    out_lines = written_lines(sng)
     if out_lines != n_lines:
         raise Failure(f"syslog-ng wrote {out_lines} lines, expected {n_lines}")
     elapsed = t_processed - sent["t_first"]
@@ -829,18 +854,12 @@ def main(argv: list[str] | None = None) -> int:
                 results["profile_idle"]["raw"] = res["py_spy_raw"]
                 results["profile_idle"]["cpu_pct_under_py_spy"] = res["cpu_pct_of_core"]
         report(results)
-    except Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc})", file=sys.stderr)
-        status = 130
+    except (Failure, KeyboardInterrupt) as exc:
+        status = stopped(exc)
     finally:
         procs.stop_all()
         corpus.unlink(missing_ok=True)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        save_json(results, args.json)
     return status
 
 

@@ -33,7 +33,6 @@ The exit status is 1 if a run fails (lines missing, a rejection, an agent that d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -167,12 +166,8 @@ def run_syslogng(procs: e2e.Procs, workdir: Path, corpus: Path, args: argparse.N
             time.sleep(0.2)
         res["peak_rss_mb"] = e2e.proc_status_kb(sng.pid, "VmHWM") / 1024
     finally:
-        sng.stop()
-        if sng.process in procs.items:
-            procs.items.remove(sng.process)
-    with open(sng.output, "rb") as f:
-        out_lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    sng.output.unlink()
+        e2e.stop_syslogng(procs, sng)
+    out_lines = e2e.written_lines(sng)
     if out_lines != sent["lines"]:
         raise e2e.Failure(f"syslog-ng wrote {out_lines} lines, {sent['lines']} were sent")
     res.update(rate_of(sent))
@@ -301,18 +296,12 @@ def main(argv: list[str] | None = None) -> int:
             small.write_bytes(build_corpus(int(1000 * (args.idle_seconds + 5))))
             results["idle"] = e2e.run_idle(procs, run_dir / "idle", small, 1000.0, args.idle_seconds, args.rest_seconds)
         report(results)
-    except e2e.Failure as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        status = 1
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc})", file=sys.stderr)
-        status = 130
+    except (e2e.Failure, KeyboardInterrupt) as exc:
+        status = e2e.stopped(exc)
     finally:
         procs.stop_all()
         shutil.rmtree(run_dir, ignore_errors=True)
-        if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        e2e.save_json(results, args.json)
     return status
 
 
