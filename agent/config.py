@@ -108,7 +108,7 @@ class SpoolConfig:
     full_policy: str = "backpressure"  # or "drop_oldest": delete the oldest segment, count its lines
     dead_letter_max_bytes: int = 104857600  # cap of spool.dir/dead-letter/
     segment_bytes: int = 8388608  # a segment file is closed and a new one begun past this size
-    read_ahead_bytes: int = 2097152  # chunks the reader keeps in memory before it reads back from the files
+    read_ahead_bytes: int = 8388608  # chunks the reader keeps in memory before it reads back from the files
 
 
 @dataclass(frozen=True)

@@ -185,7 +185,7 @@ def test_empty_config_is_all_defaults():
         (lambda c: c.batch.max_bytes, 524288),
         (lambda c: c.batch.linger_ms, 2000),
         (lambda c: c.batch.window_bytes, 4194304),
-        (lambda c: c.spool.read_ahead_bytes, 2097152),
+        (lambda c: c.spool.read_ahead_bytes, 8388608),
         (lambda c: c.spool.dir, "/var/lib/slsfwd"),
         (lambda c: c.spool.type, "disk"),
         (lambda c: c.spool.max_bytes, 1073741824),
