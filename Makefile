@@ -44,7 +44,7 @@ test: system-deps $(STAMP)
 	$(PY) -m pytest -q
 
 test-unit: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e and not system and not slow"
+	$(PY) -m pytest -q -n 2 -m "not e2e and not system and not slow"
 
 # Only the booted-system tests (README, "Installing on ECS images").
 test-system: system-deps $(STAMP)
