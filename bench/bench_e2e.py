@@ -120,6 +120,13 @@ def written_lines(sng) -> int:
     return out_lines
 
 
+def wind_up(procs: "Procs", run_dir: Path, results: dict, json_path: str | None) -> None:
+    """After a benchmark, whatever happened: every process stopped, the work dir gone, the results saved."""
+    procs.stop_all()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    save_json(results, json_path)
+
+
 def save_json(results: dict, path: str | None) -> None:
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

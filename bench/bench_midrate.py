@@ -299,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     except (e2e.Failure, KeyboardInterrupt) as exc:
         status = e2e.stopped(exc)
     finally:
-        procs.stop_all()
-        shutil.rmtree(run_dir, ignore_errors=True)
-        e2e.save_json(results, args.json)
+        e2e.wind_up(procs, run_dir, results, args.json)
     return status
 
 
